@@ -9,6 +9,7 @@ pub mod error;
 pub mod id;
 pub mod keys;
 pub mod model;
+pub mod password;
 pub mod scope;
 pub mod secret;
 pub mod store;

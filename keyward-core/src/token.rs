@@ -122,7 +122,8 @@ mod tests {
     fn key_set(alg: KeyAlgorithm) -> KeySet {
         let master = MasterKey::new("0123456789abcdef0123456789abcdef").unwrap();
         let now = OffsetDateTime::now_utc();
-        let key = generate_signing_key(alg, &master, now, now).unwrap();
+        let activated = now - time::Duration::hours(2);
+        let key = generate_signing_key(alg, &master, activated, activated).unwrap();
         KeySet::new(vec![LoadedKey::from_stored(&key, &master).unwrap()])
     }
 

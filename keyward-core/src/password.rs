@@ -1,0 +1,76 @@
+//! Password hashing for human passwords: Argon2id at OWASP's recommended parameters
+//! (m = 19 MiB, t = 2, p = 1), configurable.
+//!
+//! Hashing is CPU- and memory-heavy by design; callers on an async runtime run it on a
+//! bounded blocking pool (see `keyward-server`), never on a runtime worker.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PasswordError {
+    #[error("invalid Argon2 parameters: {0}")]
+    Params(String),
+    #[error("hashing failed: {0}")]
+    Hash(String),
+}
+
+/// Minimum length; longer passphrases are better than composition rules (NIST 800-63B).
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+fn hasher(params: Argon2Params) -> Result<Argon2<'static>, PasswordError> {
+    let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+        .map_err(|e| PasswordError::Params(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes `password` into a PHC string (`$argon2id$v=19$m=…`).
+pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    hasher(params)?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| PasswordError::Hash(e.to_string()))
+}
+
+/// Verifies `password` against an Argon2 PHC string (the parameters come from the string).
+pub fn verify_argon2(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hash_and_verify() {
+        let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let phc = hash_password("correct horse", params).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(verify_argon2("correct horse", &phc));
+        assert!(!verify_argon2("wrong horse", &phc));
+        assert!(!verify_argon2("x", "not a hash"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Keyward's HTTP server: the OAuth 2.0 endpoints, the management API, discovery,
+//! health and metrics. Handlers are thin; rules live in `keyward-core`, persistence in
+//! `keyward-store`.
+
+pub mod api;
+pub mod audit;
+pub mod bootstrap;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod oauth;
+pub mod ops;
+pub mod settings;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderName, HeaderValue, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use time::OffsetDateTime;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use bootstrap::{bootstrap, load_master_key, BootstrapReport, StartError};
+pub use settings::Settings;
+pub use state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Large enough for any management body; bulk endpoints set their own limit.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyward", description = "OAuth 2.0 authorization server and management API"),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "oauth", description = "OAuth 2.0 endpoints"),
+        (name = "applications", description = "OAuth clients"),
+        (name = "users"), (name = "accounts"), (name = "members"),
+        (name = "resources", description = "APIs (audiences) and their scopes"),
+        (name = "audit", description = "Audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token for the management API audience"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The documented routes, and the OpenAPI document generated from their annotations.
+fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use api::{accounts, applications, audit_logs, members, resources, users};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(oauth::token::token))
+        .routes(routes!(applications::create, applications::list))
+        .routes(routes!(applications::get, applications::update, applications::delete))
+        .routes(routes!(applications::rotate_secret))
+        .routes(routes!(applications::delete_secret))
+        .routes(routes!(users::create_for_application))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(accounts::create, accounts::list))
+        .routes(routes!(accounts::get, accounts::update, accounts::delete))
+        .routes(routes!(accounts::create_child))
+        .routes(routes!(members::list, members::add))
+        .routes(routes!(members::update, members::remove))
+        .routes(routes!(resources::create, resources::list))
+        .routes(routes!(resources::get, resources::update, resources::delete))
+        .routes(routes!(audit_logs::list))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document of this server.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().1
+}
+
+/// The complete application router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let (documented, openapi) = documented_routes();
+    let openapi_json: Arc<str> = openapi.to_json().unwrap_or_default().into();
+    let service_routes = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::metrics_endpoint))
+        .route("/.well-known/openid-configuration", get(oauth::discovery::openid_configuration))
+        .route("/.well-known/oauth-authorization-server", get(oauth::discovery::oauth_authorization_server))
+        .route("/.well-known/jwks.json", get(oauth::discovery::jwks))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let body = openapi_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
+            }),
+        )
+        // The token endpoint also answers OPTIONS-less POSTs from the documented router.
+        .route("/oauth2/token/", post(oauth::token::token));
+    documented
+        .merge(service_routes)
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(CatchPanicLayer::custom(ops::panic_response))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Reloads signing keys periodically (rotation activates keys later than this interval,
+/// so every node knows a key before any node signs with it) and purges long-retired keys.
+pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(state.settings.key_refresh_interval_secs.max(1));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(e) = state.reload_keys().await {
+                tracing::warn!(error = %e, "could not reload signing keys");
+            }
+            let week_ago = OffsetDateTime::now_utc() - time::Duration::days(7);
+            if let Err(e) = state.store.purge_retired_signing_keys(week_ago).await {
+                tracing::warn!(error = %e, "could not purge retired signing keys");
+            }
+        }
+    })
+}
+
+/// Connects the store, migrates, bootstraps and returns the ready state.
+pub async fn prepare(settings: Settings) -> Result<(AppState, BootstrapReport), StartError> {
+    let master = load_master_key(&settings)?;
+    let url = settings.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        })?;
+    }
+    let store = keyward_store::connect(&url, settings.database_max_connections).await?;
+    store.migrate().await?;
+    let state = AppState::new(store, settings, master);
+    let report = bootstrap(&state).await?;
+    Ok((state, report))
+}

@@ -1,0 +1,188 @@
+//! Shared server state and the node-local read caches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use keyward_core::crypto::MasterKey;
+use keyward_core::keys::{KeyRing, KeySet, LoadedKey};
+use keyward_core::model::{ApiResource, Application};
+use keyward_core::store::Store;
+use keyward_core::StoreError;
+use time::OffsetDateTime;
+
+use keyward_core::password::{hash_password, Argon2Params};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub master: Arc<MasterKey>,
+    pub keys: KeyRing,
+    pub clients: Arc<TtlCache<Application>>,
+    pub resources: Arc<TtlCache<ApiResource>>,
+    pub metrics: Arc<Metrics>,
+    /// Computed once: `{issuer}/api` unless configured.
+    pub management_audience: Arc<str>,
+    /// Bounds concurrent password hashes to the number of cores, so a burst of sign-ins
+    /// queues instead of exhausting memory (19 MiB each) or the blocking pool.
+    pub password_permits: Arc<tokio::sync::Semaphore>,
+    pub argon2: Argon2Params,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, settings: Settings, master: MasterKey) -> Self {
+        let ttl = Duration::from_secs(settings.client_cache_ttl_secs);
+        Self {
+            management_audience: settings.management_audience().into(),
+            store,
+            master: Arc::new(master),
+            keys: KeyRing::default(),
+            clients: Arc::new(TtlCache::new(ttl)),
+            resources: Arc::new(TtlCache::new(ttl)),
+            metrics: Arc::new(Metrics::default()),
+            password_permits: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            )),
+            argon2: Argon2Params::default(),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// Hashes a password with Argon2id on the blocking pool, at most one hash per core at
+    /// a time; the async workers never run the hash themselves.
+    pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        let _permit = self
+            .password_permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let params = self.argon2;
+        tokio::task::spawn_blocking(move || hash_password(&password, params))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Reloads the published signing keys from the store into the key ring.
+    pub async fn reload_keys(&self) -> Result<usize, StoreError> {
+        let stored = self
+            .store
+            .published_signing_keys(OffsetDateTime::now_utc())
+            .await?;
+        let mut loaded = Vec::with_capacity(stored.len());
+        for key in &stored {
+            match LoadedKey::from_stored(key, &self.master) {
+                Ok(key) => loaded.push(key),
+                // One unusable key (sealed under a master secret we no longer have) must
+                // not take the others down; it is reported and skipped.
+                Err(e) => tracing::error!(kid = %key.id, error = %e, "skipping unusable signing key"),
+            }
+        }
+        let count = loaded.len();
+        self.keys.replace(KeySet::new(loaded));
+        Ok(count)
+    }
+
+    /// The application with this client id, from the node cache or the store.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<Application>>, StoreError> {
+        if let Some(hit) = self.clients.get(client_id) {
+            return Ok(hit);
+        }
+        let app = self
+            .store
+            .get_application_by_client_id(client_id)
+            .await?
+            .map(Arc::new);
+        self.clients.insert(client_id, app.clone());
+        Ok(app)
+    }
+
+    /// The API resource with this identifier, from the node cache or the store.
+    pub async fn resource(&self, identifier: &str) -> Result<Option<Arc<ApiResource>>, StoreError> {
+        if let Some(hit) = self.resources.get(identifier) {
+            return Ok(hit);
+        }
+        let resource = self
+            .store
+            .get_resource_by_identifier(identifier)
+            .await?
+            .map(Arc::new);
+        self.resources.insert(identifier, resource.clone());
+        Ok(resource)
+    }
+}
+
+/// A small TTL cache keyed by string. Misses are cached too (as `None`) so that unknown
+/// client ids cannot be used to hammer the store.
+pub struct TtlCache<V> {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Instant, Option<Arc<V>>)>>,
+}
+
+/// Upper bound on cached entries; past it the cache is cleared (simple and sufficient: the
+/// hot set of clients is small, and a flood of random ids must not grow memory).
+const MAX_ENTRIES: usize = 10_000;
+
+impl<V> TtlCache<V> {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(entry)` on a fresh hit (the entry itself may be a cached miss).
+    pub fn get(&self, key: &str) -> Option<Option<Arc<V>>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.read().ok()?;
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    pub fn insert(&self, key: &str, value: Option<Arc<V>>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(key.to_owned(), (Instant::now(), value));
+        }
+    }
+
+    /// Drops everything; called after any change made through this node.
+    pub fn invalidate_all(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cache_expires_and_invalidates() {
+        let cache: TtlCache<u32> = TtlCache::new(Duration::from_millis(50));
+        assert!(cache.get("a").is_none());
+        cache.insert("a", Some(Arc::new(1)));
+        cache.insert("missing", None);
+        assert_eq!(cache.get("a").unwrap().as_deref(), Some(&1));
+        assert_eq!(cache.get("missing"), Some(None));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get("a").is_none());
+        cache.insert("a", Some(Arc::new(2)));
+        cache.invalidate_all();
+        assert!(cache.get("a").is_none());
+    }
+}

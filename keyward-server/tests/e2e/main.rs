@@ -1,0 +1,11 @@
+//! End-to-end tests: a real server on a free port, on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod testkit;
+
+mod audit;
+mod discovery_keys;
+mod management_rules;
+mod multi_node;
+mod seed_flow;
+mod token_endpoint;

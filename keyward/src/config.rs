@@ -1,0 +1,72 @@
+//! Settings from an optional TOML file, overridden by `KEYWARD_<SETTING>` variables.
+
+use std::path::Path;
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use keyward_server::Settings;
+
+/// Every setting that may come from the environment (`KEYWARD_` + upper case).
+const ENV_SETTINGS: &[&str] = &[
+    "issuer",
+    "listen",
+    "data_dir",
+    "database_url",
+    "database_max_connections",
+    "master_secret",
+    "previous_master_secrets",
+    "management_audience",
+    "signing_algorithm",
+    "access_token_ttl_secs",
+    "bootstrap_client_id",
+    "bootstrap_client_secret",
+    "client_cache_ttl_secs",
+    "key_refresh_interval_secs",
+    "log_json",
+];
+
+pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {
+    // Settings not given anywhere take `Settings::default()` (`#[serde(default)]`).
+    let mut figment = Figment::new();
+    if let Some(path) = config_file {
+        anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+        figment = figment.merge(Toml::file(path));
+    }
+    // Only known names: other KEYWARD_* variables (test harness settings) are not errors.
+    let figment = figment.merge(Env::prefixed("KEYWARD_").only(ENV_SETTINGS));
+    figment.extract::<Settings>().context("invalid configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn toml_file_and_environment_are_merged() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("keyward.toml", "issuer = \"https://auth.example.com\"\nlisten = \"0.0.0.0:9000\"\n")?;
+            jail.set_env("KEYWARD_LISTEN", "127.0.0.1:7000");
+            jail.set_env("KEYWARD_DATABASE_URL", "postgres://u@h/db");
+            jail.set_env("KEYWARD_CLIENT_CACHE_TTL_SECS", "0");
+            jail.set_env("KEYWARD_TEST_SOMETHING_ELSE", "ignored");
+            let settings = load(Some(Path::new("keyward.toml"))).unwrap();
+            assert_eq!(settings.issuer, "https://auth.example.com");
+            assert_eq!(settings.listen, "127.0.0.1:7000");
+            assert_eq!(settings.database_url.as_deref(), Some("postgres://u@h/db"));
+            assert_eq!(settings.client_cache_ttl_secs, 0);
+            assert_eq!(settings.management_audience(), "https://auth.example.com/api");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_file_settings_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("keyward.toml", "isuer = \"typo\"\n")?;
+            assert!(load(Some(Path::new("keyward.toml"))).is_err());
+            Ok(())
+        });
+    }
+}
