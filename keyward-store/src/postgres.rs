@@ -1,0 +1,48 @@
+//! The PostgreSQL backend.
+
+use keyward_core::store::StoreResult;
+use keyward_core::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::store_impl::impl_store;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A Keyward store in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`).
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Internal(format!("connecting to PostgreSQL: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl_store! {
+    store: PostgresStore,
+    db: sqlx::Postgres,
+    backend: "postgres",
+    begin_write: "BEGIN",
+    for_update: " FOR UPDATE",
+    // Serialises signing-key writes (first key, rotation, purge) across nodes for the rest
+    // of the transaction. The key is arbitrary but fixed: "kw-keys" in ASCII.
+    lock_signing_keys: Some("SELECT pg_advisory_xact_lock(30248859467086195)"),
+    migrator: MIGRATOR,
+    // sqlx's PostgreSQL migrator holds an advisory lock while it runs.
+    migrate_attempts: 1,
+}
