@@ -157,7 +157,10 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert_eq!(key.open(&sealed, b"row-1"), Err(CryptoError::Tampered));
-        assert_eq!(key.open(&sealed[..10], b"row-1"), Err(CryptoError::Malformed));
+        assert_eq!(
+            key.open(&sealed[..10], b"row-1"),
+            Err(CryptoError::Malformed)
+        );
     }
 
     #[test]
@@ -170,7 +173,10 @@ mod tests {
             new_only.open(&sealed, b"aad"),
             Err(CryptoError::UnknownKey(_))
         ));
-        let rotated = MasterKey::new(other).unwrap().with_previous(SECRET).unwrap();
+        let rotated = MasterKey::new(other)
+            .unwrap()
+            .with_previous(SECRET)
+            .unwrap();
         assert_eq!(rotated.open(&sealed, b"aad").unwrap(), b"hello");
         assert!(!rotated.is_current(&sealed));
         assert!(rotated.is_current(&rotated.seal(b"x", b"aad").unwrap()));

@@ -35,7 +35,11 @@ impl IdKind {
 
 /// A new, time-ordered id of the given kind.
 pub fn new_id(kind: IdKind) -> String {
-    format!("{}{}", kind.prefix(), Ulid::new().to_string().to_lowercase())
+    format!(
+        "{}{}",
+        kind.prefix(),
+        Ulid::new().to_string().to_lowercase()
+    )
 }
 
 /// True when `value` has the shape of an id of `kind`: the prefix and a 26-character ULID.

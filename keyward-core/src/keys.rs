@@ -14,9 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use ring::rand::SystemRandom;
-use ring::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -110,11 +108,13 @@ impl Signer {
             KeyAlgorithm::EdDsa => Ed25519KeyPair::from_pkcs8(der)
                 .map(Self::Ed25519)
                 .map_err(|e| unusable(e.to_string())),
-            KeyAlgorithm::Es256 => {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
-                    .map(Self::P256)
-                    .map_err(|e| unusable(e.to_string()))
-            }
+            KeyAlgorithm::Es256 => EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                der,
+                &SystemRandom::new(),
+            )
+            .map(Self::P256)
+            .map_err(|e| unusable(e.to_string())),
         }
     }
 
@@ -201,11 +201,15 @@ impl LoadedKey {
             kid: self.kid.clone(),
             reason: e.to_string(),
         })?;
-        let mut jwt = String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 100);
+        let mut jwt =
+            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 100);
         jwt.push_str(&self.encoded_header);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
-        let signature = self.signer.sign(jwt.as_bytes()).ok_or(KeyError::Generation)?;
+        let signature = self
+            .signer
+            .sign(jwt.as_bytes())
+            .ok_or(KeyError::Generation)?;
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
         Ok(jwt)
@@ -322,10 +326,24 @@ mod tests {
     fn newest_active_key_signs_and_future_keys_are_published_only() {
         let now = OffsetDateTime::now_utc();
         let m = master();
-        let old = generate_signing_key(KeyAlgorithm::EdDsa, &m, now - Duration::hours(1), now - Duration::hours(1)).unwrap();
-        let current = generate_signing_key(KeyAlgorithm::EdDsa, &m, now, now - Duration::minutes(1)).unwrap();
-        let next = generate_signing_key(KeyAlgorithm::EdDsa, &m, now, now + Duration::minutes(5)).unwrap();
-        let mut retired = generate_signing_key(KeyAlgorithm::EdDsa, &m, now - Duration::days(2), now - Duration::days(2)).unwrap();
+        let old = generate_signing_key(
+            KeyAlgorithm::EdDsa,
+            &m,
+            now - Duration::hours(1),
+            now - Duration::hours(1),
+        )
+        .unwrap();
+        let current =
+            generate_signing_key(KeyAlgorithm::EdDsa, &m, now, now - Duration::minutes(1)).unwrap();
+        let next =
+            generate_signing_key(KeyAlgorithm::EdDsa, &m, now, now + Duration::minutes(5)).unwrap();
+        let mut retired = generate_signing_key(
+            KeyAlgorithm::EdDsa,
+            &m,
+            now - Duration::days(2),
+            now - Duration::days(2),
+        )
+        .unwrap();
         retired.retires_at = Some(now - Duration::days(1));
         let set = KeySet::new(
             [&old, &current, &next, &retired]
@@ -335,7 +353,12 @@ mod tests {
         );
         assert_eq!(set.signing_key(now).unwrap().kid, current.id);
         let jwks = set.jwks(now);
-        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
         assert!(kids.contains(&old.id.as_str()));
         assert!(kids.contains(&next.id.as_str()));
         assert!(!kids.contains(&retired.id.as_str()));

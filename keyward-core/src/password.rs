@@ -38,8 +38,13 @@ pub enum PasswordError {
 pub const MIN_PASSWORD_LEN: usize = 8;
 
 fn hasher(params: Argon2Params) -> Result<Argon2<'static>, PasswordError> {
-    let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-        .map_err(|e| PasswordError::Params(e.to_string()))?;
+    let params = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        None,
+    )
+    .map_err(|e| PasswordError::Params(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -55,7 +60,11 @@ pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, Pas
 /// Verifies `password` against an Argon2 PHC string (the parameters come from the string).
 pub fn verify_argon2(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -66,7 +75,11 @@ mod tests {
 
     #[test]
     fn hash_and_verify() {
-        let params = Argon2Params { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let params = Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
         let phc = hash_password("correct horse", params).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(verify_argon2("correct horse", &phc));

@@ -3,11 +3,17 @@
 /// Every scope of the management API. The bootstrap admin application holds all of them.
 pub const MANAGEMENT_SCOPES: &[(&str, &str)] = &[
     ("applications:read", "Read applications"),
-    ("applications:write", "Create, change and delete applications and their secrets"),
+    (
+        "applications:write",
+        "Create, change and delete applications and their secrets",
+    ),
     ("users:read", "Read users"),
     ("users:write", "Create, change and delete users"),
     ("accounts:read", "Read accounts and their members"),
-    ("accounts:write", "Create, change and delete accounts and memberships"),
+    (
+        "accounts:write",
+        "Create, change and delete accounts and memberships",
+    ),
     ("resources:read", "Read API resources"),
     ("resources:write", "Create, change and delete API resources"),
     ("audit:read", "Read the audit log"),
@@ -57,7 +63,10 @@ mod tests {
         assert_eq!(grant_scopes(None, &allowed), Ok(allowed.clone()));
         assert_eq!(grant_scopes(Some(""), &allowed), Ok(allowed.clone()));
         assert_eq!(grant_scopes(Some("b"), &allowed), Ok(vec!["b".to_string()]));
-        assert_eq!(grant_scopes(Some("b  a b"), &allowed), Ok(vec!["b".to_string(), "a".to_string()]));
+        assert_eq!(
+            grant_scopes(Some("b  a b"), &allowed),
+            Ok(vec!["b".to_string(), "a".to_string()])
+        );
         assert_eq!(grant_scopes(Some("a c"), &allowed), Err("c".to_string()));
     }
 

@@ -100,8 +100,11 @@ pub trait MembershipStore: Send + Sync {
     async fn add_member(&self, membership: &Membership) -> StoreResult<()>;
     /// `member_ref` is either a membership id (`mem_…`) or a user id (`usr_…`) within
     /// `account_id`.
-    async fn get_member(&self, account_id: &str, member_ref: &str)
-        -> StoreResult<Option<Membership>>;
+    async fn get_member(
+        &self,
+        account_id: &str,
+        member_ref: &str,
+    ) -> StoreResult<Option<Membership>>;
     async fn list_members(
         &self,
         account_id: &str,
@@ -127,8 +130,10 @@ pub trait ApplicationStore: Send + Sync {
     async fn create_application(&self, app: &Application) -> StoreResult<()>;
     /// With its secrets (expired ones included, newest first).
     async fn get_application(&self, id: &str) -> StoreResult<Option<Application>>;
-    async fn get_application_by_client_id(&self, client_id: &str)
-        -> StoreResult<Option<Application>>;
+    async fn get_application_by_client_id(
+        &self,
+        client_id: &str,
+    ) -> StoreResult<Option<Application>>;
     async fn list_applications(&self, page: &PageRequest) -> StoreResult<Vec<Application>>;
     /// Writes every field except `id`, `client_id`, `kind`, `secrets` and `created_at`.
     /// Errors: `NotFound("application")`.
@@ -144,8 +149,7 @@ pub trait ApplicationStore: Send + Sync {
         expire_others_at: Option<OffsetDateTime>,
     ) -> StoreResult<()>;
     /// Errors: `NotFound("secret")` when it does not belong to the application.
-    async fn delete_client_secret(&self, application_id: &str, secret_id: &str)
-        -> StoreResult<()>;
+    async fn delete_client_secret(&self, application_id: &str, secret_id: &str) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -153,8 +157,10 @@ pub trait ResourceStore: Send + Sync {
     /// Conflict: `identifier_taken`.
     async fn create_resource(&self, resource: &ApiResource) -> StoreResult<()>;
     async fn get_resource(&self, id: &str) -> StoreResult<Option<ApiResource>>;
-    async fn get_resource_by_identifier(&self, identifier: &str)
-        -> StoreResult<Option<ApiResource>>;
+    async fn get_resource_by_identifier(
+        &self,
+        identifier: &str,
+    ) -> StoreResult<Option<ApiResource>>;
     async fn list_resources(&self, page: &PageRequest) -> StoreResult<Vec<ApiResource>>;
     /// Writes name, scopes, ttl, updated_at. Errors: `NotFound("resource")`.
     async fn update_resource(&self, resource: &ApiResource) -> StoreResult<()>;

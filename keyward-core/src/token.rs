@@ -84,11 +84,9 @@ pub fn verify_access_token(
     audience: &str,
 ) -> Result<AccessTokenClaims, TokenError> {
     let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
-    if !header
-        .typ
-        .as_deref()
-        .is_some_and(|typ| typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt"))
-    {
+    if !header.typ.as_deref().is_some_and(|typ| {
+        typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
+    }) {
         return Err(TokenError::WrongType);
     }
     let kid = header.kid.ok_or(TokenError::UnknownKey)?;
@@ -146,10 +144,22 @@ mod tests {
     fn minted_tokens_verify_for_both_algorithms() {
         for alg in [KeyAlgorithm::EdDsa, KeyAlgorithm::Es256] {
             let keys = key_set(alg);
-            let (token, claims) = mint_access_token(&keys, grant(60), OffsetDateTime::now_utc()).unwrap();
-            let verified = verify_access_token(&keys, &token, "https://auth.example.com", "https://api.example.com").unwrap();
+            let (token, claims) =
+                mint_access_token(&keys, grant(60), OffsetDateTime::now_utc()).unwrap();
+            let verified = verify_access_token(
+                &keys,
+                &token,
+                "https://auth.example.com",
+                "https://api.example.com",
+            )
+            .unwrap();
             assert_eq!(verified, claims);
-            let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+            let header: serde_json::Value = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(token.split('.').next().unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
             assert_eq!(header["typ"], "at+jwt");
             assert_eq!(header["alg"], alg.as_str());
         }
@@ -160,12 +170,33 @@ mod tests {
         let keys = key_set(KeyAlgorithm::EdDsa);
         let now = OffsetDateTime::now_utc();
         let (token, _) = mint_access_token(&keys, grant(60), now).unwrap();
-        assert!(verify_access_token(&keys, &token, "https://auth.example.com", "https://other").is_err());
-        assert!(verify_access_token(&keys, &token, "https://evil", "https://api.example.com").is_err());
+        assert!(
+            verify_access_token(&keys, &token, "https://auth.example.com", "https://other")
+                .is_err()
+        );
+        assert!(
+            verify_access_token(&keys, &token, "https://evil", "https://api.example.com").is_err()
+        );
         let other = key_set(KeyAlgorithm::EdDsa);
-        assert_eq!(verify_access_token(&other, &token, "https://auth.example.com", "https://api.example.com"), Err(TokenError::UnknownKey));
+        assert_eq!(
+            verify_access_token(
+                &other,
+                &token,
+                "https://auth.example.com",
+                "https://api.example.com"
+            ),
+            Err(TokenError::UnknownKey)
+        );
         let (old, _) = mint_access_token(&keys, grant(60), now - time::Duration::hours(1)).unwrap();
-        assert_eq!(verify_access_token(&keys, &old, "https://auth.example.com", "https://api.example.com"), Err(TokenError::Expired));
+        assert_eq!(
+            verify_access_token(
+                &keys,
+                &old,
+                "https://auth.example.com",
+                "https://api.example.com"
+            ),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -173,9 +204,23 @@ mod tests {
         let keys = key_set(KeyAlgorithm::EdDsa);
         let (token, _) = mint_access_token(&keys, grant(60), OffsetDateTime::now_utc()).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
-        let mut claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         claims["scope"] = "users:write".into();
-        let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
-        assert!(matches!(verify_access_token(&keys, &forged, "https://auth.example.com", "https://api.example.com"), Err(TokenError::Invalid(_))));
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            parts[2]
+        );
+        assert!(matches!(
+            verify_access_token(
+                &keys,
+                &forged,
+                "https://auth.example.com",
+                "https://api.example.com"
+            ),
+            Err(TokenError::Invalid(_))
+        ));
     }
 }

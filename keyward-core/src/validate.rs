@@ -99,10 +99,16 @@ pub fn redirect_uri(field: &'static str, value: &str) -> Result<String, Validati
 /// An API resource identifier: an absolute URI without a fragment (RFC 8707 §2).
 pub fn resource_identifier(value: &str) -> Result<String, ValidationError> {
     let url = url::Url::parse(value).map_err(|_| {
-        ValidationError::new("identifier", "must be an absolute URI such as https://api.example.com")
+        ValidationError::new(
+            "identifier",
+            "must be an absolute URI such as https://api.example.com",
+        )
     })?;
     if url.fragment().is_some() {
-        return Err(ValidationError::new("identifier", "must not contain a fragment"));
+        return Err(ValidationError::new(
+            "identifier",
+            "must not contain a fragment",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -110,7 +116,10 @@ pub fn resource_identifier(value: &str) -> Result<String, ValidationError> {
 /// Token lifetimes: 60 seconds to 24 hours.
 pub fn token_ttl(field: &'static str, secs: i64) -> Result<i64, ValidationError> {
     if !(60..=86_400).contains(&secs) {
-        return Err(ValidationError::new(field, "must be between 60 and 86400 seconds"));
+        return Err(ValidationError::new(
+            field,
+            "must be between 60 and 86400 seconds",
+        ));
     }
     Ok(secs)
 }

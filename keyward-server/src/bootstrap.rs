@@ -37,7 +37,8 @@ pub fn load_master_key(settings: &Settings) -> Result<MasterKey, StartError> {
         Some(secret) => secret.clone(),
         None => read_or_create_master_file(&settings.data_dir)?,
     };
-    let mut key = MasterKey::new(&secret).map_err(|e| StartError::Config(format!("master secret: {e}")))?;
+    let mut key =
+        MasterKey::new(&secret).map_err(|e| StartError::Config(format!("master secret: {e}")))?;
     for previous in &settings.previous_master_secrets {
         key = key
             .with_previous(previous)
@@ -92,7 +93,10 @@ pub struct BootstrapReport {
 pub async fn bootstrap(state: &AppState) -> Result<BootstrapReport, StartError> {
     let settings = &state.settings;
     let algorithm = KeyAlgorithm::parse(&settings.signing_algorithm).ok_or_else(|| {
-        StartError::Config(format!("unknown signing algorithm {:?} (EdDSA or ES256)", settings.signing_algorithm))
+        StartError::Config(format!(
+            "unknown signing algorithm {:?} (EdDSA or ES256)",
+            settings.signing_algorithm
+        ))
     })?;
     let now = OffsetDateTime::now_utc();
     let first_key = generate_signing_key(algorithm, &state.master, now, now)
@@ -106,7 +110,10 @@ pub async fn bootstrap(state: &AppState) -> Result<BootstrapReport, StartError> 
     Ok(report)
 }
 
-async fn ensure_management_resource(state: &AppState, now: OffsetDateTime) -> Result<(), StartError> {
+async fn ensure_management_resource(
+    state: &AppState,
+    now: OffsetDateTime,
+) -> Result<(), StartError> {
     let identifier = state.management_audience.to_string();
     let scopes: Vec<ScopeDefinition> = MANAGEMENT_SCOPES
         .iter()
@@ -146,19 +153,29 @@ async fn ensure_management_resource(state: &AppState, now: OffsetDateTime) -> Re
     }
 }
 
-fn admin_application(id: String, client_id: String, audience: &str, now: OffsetDateTime) -> Application {
+fn admin_application(
+    id: String,
+    client_id: String,
+    audience: &str,
+    now: OffsetDateTime,
+) -> Application {
     Application {
         id,
         client_id,
         name: "Keyward admin".into(),
-        description: Some("Bootstrap machine-to-machine client holding every management scope".into()),
+        description: Some(
+            "Bootstrap machine-to-machine client holding every management scope".into(),
+        ),
         kind: ApplicationKind::M2m,
         redirect_uris: Vec::new(),
         post_logout_redirect_uris: Vec::new(),
         grant_types: vec!["client_credentials".into()],
         grants: vec![ResourceGrant {
             resource: audience.to_owned(),
-            scopes: MANAGEMENT_SCOPES.iter().map(|(name, _)| (*name).to_owned()).collect(),
+            scopes: MANAGEMENT_SCOPES
+                .iter()
+                .map(|(name, _)| (*name).to_owned())
+                .collect(),
         }],
         first_party: true,
         partner: false,
@@ -181,27 +198,52 @@ fn secret_record(application_id: &str, plain: &str, now: OffsetDateTime) -> Clie
     }
 }
 
-async fn ensure_admin_application(state: &AppState, now: OffsetDateTime) -> Result<BootstrapReport, StartError> {
+async fn ensure_admin_application(
+    state: &AppState,
+    now: OffsetDateTime,
+) -> Result<BootstrapReport, StartError> {
     let settings = &state.settings;
-    match (&settings.bootstrap_client_id, &settings.bootstrap_client_secret) {
+    match (
+        &settings.bootstrap_client_id,
+        &settings.bootstrap_client_secret,
+    ) {
         (Some(client_id), Some(secret)) => {
             if secret.len() < 32 {
-                return Err(StartError::Config("KEYWARD_BOOTSTRAP_CLIENT_SECRET must be at least 32 characters".into()));
+                return Err(StartError::Config(
+                    "KEYWARD_BOOTSTRAP_CLIENT_SECRET must be at least 32 characters".into(),
+                ));
             }
             match state.store.get_application_by_client_id(client_id).await? {
                 Some(app) => {
-                    let now_live = app.secrets.iter().filter(|s| s.is_live(now)).map(|s| s.digest.as_slice());
+                    let now_live = app
+                        .secrets
+                        .iter()
+                        .filter(|s| s.is_live(now))
+                        .map(|s| s.digest.as_slice());
                     if !verify_secret(secret, now_live) {
-                        state.store.add_client_secret(&secret_record(&app.id, secret, now), None).await?;
-                        tracing::info!(client_id, "added the configured bootstrap secret to the admin application");
+                        state
+                            .store
+                            .add_client_secret(&secret_record(&app.id, secret, now), None)
+                            .await?;
+                        tracing::info!(
+                            client_id,
+                            "added the configured bootstrap secret to the admin application"
+                        );
                     }
                 }
                 None => {
                     let id = new_id(IdKind::Application);
-                    let mut app = admin_application(id.clone(), client_id.clone(), &state.management_audience, now);
+                    let mut app = admin_application(
+                        id.clone(),
+                        client_id.clone(),
+                        &state.management_audience,
+                        now,
+                    );
                     app.secrets = vec![secret_record(&id, secret, now)];
                     match state.store.create_application(&app).await {
-                        Ok(()) => tracing::info!(client_id, "created the bootstrap admin application"),
+                        Ok(()) => {
+                            tracing::info!(client_id, "created the bootstrap admin application")
+                        }
                         Err(StoreError::Conflict(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -212,14 +254,18 @@ async fn ensure_admin_application(state: &AppState, now: OffsetDateTime) -> Resu
         (None, None) => {
             let existing = state
                 .store
-                .list_applications(&keyward_core::store::PageRequest { cursor: None, limit: 1 })
+                .list_applications(&keyward_core::store::PageRequest {
+                    cursor: None,
+                    limit: 1,
+                })
                 .await?;
             if !existing.is_empty() {
                 return Ok(BootstrapReport::default());
             }
             let id = new_id(IdKind::Application);
             let plain = generate_client_secret();
-            let mut app = admin_application(id.clone(), id.clone(), &state.management_audience, now);
+            let mut app =
+                admin_application(id.clone(), id.clone(), &state.management_audience, now);
             app.secrets = vec![secret_record(&id, &plain, now)];
             state.store.create_application(&app).await?;
             Ok(BootstrapReport {
@@ -227,7 +273,8 @@ async fn ensure_admin_application(state: &AppState, now: OffsetDateTime) -> Resu
             })
         }
         _ => Err(StartError::Config(
-            "set both KEYWARD_BOOTSTRAP_CLIENT_ID and KEYWARD_BOOTSTRAP_CLIENT_SECRET, or neither".into(),
+            "set both KEYWARD_BOOTSTRAP_CLIENT_ID and KEYWARD_BOOTSTRAP_CLIENT_SECRET, or neither"
+                .into(),
         )),
     }
 }

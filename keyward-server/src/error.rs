@@ -16,11 +16,17 @@ pub enum ApiError {
     InsufficientScope(&'static str),
     NotFound(&'static str),
     /// 409 with a stable code (`email_taken`, `last_owner` …).
-    Conflict { code: &'static str, detail: String },
+    Conflict {
+        code: &'static str,
+        detail: String,
+    },
     /// 422: a field failed validation.
     Validation(ValidationError),
     /// 400 with a stable code (malformed JSON, bad query string).
-    BadRequest { code: &'static str, detail: String },
+    BadRequest {
+        code: &'static str,
+        detail: String,
+    },
     /// 415: the body is not JSON.
     UnsupportedMediaType,
     /// 500: logged, never detailed to the client.
@@ -82,7 +88,9 @@ impl ApiError {
     fn detail(&self) -> Option<String> {
         match self {
             Self::Unauthenticated(why) => Some((*why).to_owned()),
-            Self::InsufficientScope(scope) => Some(format!("this operation needs the scope {scope}")),
+            Self::InsufficientScope(scope) => {
+                Some(format!("this operation needs the scope {scope}"))
+            }
             Self::NotFound(what) => Some(format!("{what} not found")),
             Self::Conflict { detail, .. } | Self::BadRequest { detail, .. } => Some(detail.clone()),
             Self::Validation(e) => Some(e.to_string()),
@@ -246,7 +254,10 @@ impl IntoResponse for OAuthError {
             } else {
                 r#"Bearer realm="keyward""#
             };
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -2,8 +2,8 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use keyward_proto::AccessTokenClaims;
 use serde::de::DeserializeOwned;
 
@@ -116,7 +116,10 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -126,9 +129,13 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
             })
-            .ok_or(ApiError::Unauthenticated("use the Bearer authorization scheme"))?;
+            .ok_or(ApiError::Unauthenticated(
+                "use the Bearer authorization scheme",
+            ))?;
         let keys = state.keys.snapshot();
         let claims = keyward_core::token::verify_access_token(
             &keys,

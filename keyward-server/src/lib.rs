@@ -76,7 +76,11 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(oauth::token::token))
         .routes(routes!(applications::create, applications::list))
-        .routes(routes!(applications::get, applications::update, applications::delete))
+        .routes(routes!(
+            applications::get,
+            applications::update,
+            applications::delete
+        ))
         .routes(routes!(applications::rotate_secret))
         .routes(routes!(applications::delete_secret))
         .routes(routes!(users::create_for_application))
@@ -88,7 +92,11 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(members::list, members::add))
         .routes(routes!(members::update, members::remove))
         .routes(routes!(resources::create, resources::list))
-        .routes(routes!(resources::get, resources::update, resources::delete))
+        .routes(routes!(
+            resources::get,
+            resources::update,
+            resources::delete
+        ))
         .routes(routes!(audit_logs::list))
         .split_for_parts()
 }
@@ -106,14 +114,25 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::metrics_endpoint))
-        .route("/.well-known/openid-configuration", get(oauth::discovery::openid_configuration))
-        .route("/.well-known/oauth-authorization-server", get(oauth::discovery::oauth_authorization_server))
+        .route(
+            "/.well-known/openid-configuration",
+            get(oauth::discovery::openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::discovery::oauth_authorization_server),
+        )
         .route("/.well-known/jwks.json", get(oauth::discovery::jwks))
         .route(
             "/api/openapi.json",
             get(move || {
                 let body = openapi_json.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], body.to_string()) }
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
             }),
         )
         // The token endpoint also answers OPTIONS-less POSTs from the documented router.

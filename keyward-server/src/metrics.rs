@@ -55,14 +55,26 @@ impl Default for Metrics {
         });
         let tokens_issued = Family::<GrantLabels, Counter>::default();
         let token_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route",
             latency.clone(),
         );
-        registry.register("tokens_issued", "Access tokens issued by grant type", tokens_issued.clone());
-        registry.register("token_errors", "Token endpoint errors by OAuth error code", token_errors.clone());
+        registry.register(
+            "tokens_issued",
+            "Access tokens issued by grant type",
+            tokens_issued.clone(),
+        );
+        registry.register(
+            "token_errors",
+            "Token endpoint errors by OAuth error code",
+            token_errors.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -96,7 +108,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     state
         .metrics
         .latency
-        .get_or_create(&RouteLabels { route: route.clone() })
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
         .observe(started.elapsed().as_secs_f64());
     state
         .metrics
@@ -115,7 +129,9 @@ pub async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         Some(body) => (
             [(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             )],
             body,
         )

@@ -46,7 +46,9 @@ impl AppState {
             resources: Arc::new(TtlCache::new(ttl)),
             metrics: Arc::new(Metrics::default()),
             password_permits: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(2),
             )),
             argon2: Argon2Params::default(),
             settings: Arc::new(settings),
@@ -80,7 +82,9 @@ impl AppState {
                 Ok(key) => loaded.push(key),
                 // One unusable key (sealed under a master secret we no longer have) must
                 // not take the others down; it is reported and skipped.
-                Err(e) => tracing::error!(kid = %key.id, error = %e, "skipping unusable signing key"),
+                Err(e) => {
+                    tracing::error!(kid = %key.id, error = %e, "skipping unusable signing key")
+                }
             }
         }
         let count = loaded.len();
@@ -121,8 +125,11 @@ impl AppState {
 /// client ids cannot be used to hammer the store.
 pub struct TtlCache<V> {
     ttl: Duration,
-    entries: RwLock<HashMap<String, (Instant, Option<Arc<V>>)>>,
+    entries: RwLock<HashMap<String, CacheEntry<V>>>,
 }
+
+/// When the entry was stored, and the value (`None` for a cached miss).
+type CacheEntry<V> = (Instant, Option<Arc<V>>);
 
 /// Upper bound on cached entries; past it the cache is cleared (simple and sufficient: the
 /// hot set of clients is small, and a flood of random ids must not grow memory).

@@ -4,16 +4,20 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use keyward_core::id::{new_id, IdKind};
 use keyward_core::keys::KeyAlgorithm;
 use keyward_core::model::{AuditEvent, ResourceGrant};
-use keyward_core::id::{new_id, IdKind};
 use keyward_core::AuditOutcome;
 use keyward_proto as proto;
 use keyward_server::{AppState, Settings};
 use time::OffsetDateTime;
 
 #[derive(Parser)]
-#[command(name = "keyward", version, about = "Self-hosted identity and access platform")]
+#[command(
+    name = "keyward",
+    version,
+    about = "Self-hosted identity and access platform"
+)]
 pub struct Cli {
     /// TOML configuration file; `KEYWARD_<SETTING>` environment variables override it.
     #[arg(long, short, global = true, env = "KEYWARD_CONFIG")]
@@ -97,7 +101,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let url = settings.database_url();
-            let store = keyward_store::connect(&url, 2).await.context("connecting to the store")?;
+            let store = keyward_store::connect(&url, 2)
+                .await
+                .context("connecting to the store")?;
             store.migrate().await.context("migrating")?;
             println!("migrations applied to the {} store", store.backend());
             Ok(())
@@ -114,7 +120,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if settings.log_json {
         builder.json().init();
     } else {
@@ -205,9 +213,9 @@ async fn applications(settings: Settings, command: ApplicationsCommand) -> anyho
                 .with_context(|| format!("unknown kind {:?} (m2m, web, spa, native)", args.kind))?;
             let mut grants = Vec::new();
             for grant in &args.grants {
-                let (resource, scopes) = grant
-                    .split_once('=')
-                    .with_context(|| format!("--grant {grant:?}: expected RESOURCE=scope1,scope2"))?;
+                let (resource, scopes) = grant.split_once('=').with_context(|| {
+                    format!("--grant {grant:?}: expected RESOURCE=scope1,scope2")
+                })?;
                 let resource = if resource == "management" {
                     state.management_audience.to_string()
                 } else {
@@ -215,7 +223,11 @@ async fn applications(settings: Settings, command: ApplicationsCommand) -> anyho
                 };
                 grants.push(proto::ResourceGrant {
                     resource,
-                    scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                    scopes: scopes
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                 });
             }
             let body = proto::CreateApplication {
@@ -238,7 +250,10 @@ async fn applications(settings: Settings, command: ApplicationsCommand) -> anyho
             record(&state, "application.create", "application", &app.id).await;
             if args.json {
                 let app_json = serde_json::to_value(proto::Application::from(app.clone()))?;
-                println!("{}", serde_json::json!({ "application": app_json, "client_secret": secret }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "application": app_json, "client_secret": secret })
+                );
             } else {
                 println!("client_id:     {}", app.client_id);
                 if let Some(secret) = secret {
@@ -259,10 +274,13 @@ async fn applications(settings: Settings, command: ApplicationsCommand) -> anyho
                 .get_application_by_client_id(&client_id)
                 .await?
                 .with_context(|| format!("no application with client id {client_id}"))?;
-            let (secret, plain) =
-                keyward_server::api::applications::add_secret(&state, &app, expire_existing_after_secs)
-                    .await
-                    .map_err(api_error)?;
+            let (secret, plain) = keyward_server::api::applications::add_secret(
+                &state,
+                &app,
+                expire_existing_after_secs,
+            )
+            .await
+            .map_err(api_error)?;
             record(&state, "application.secret.create", "application", &app.id).await;
             println!("secret_id:     {}", secret.id);
             println!("client_secret: {plain}   (shown once)");
@@ -280,8 +298,12 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
             activate_in_secs,
         } => {
             let name = algorithm.unwrap_or(default_algorithm);
-            let algorithm = KeyAlgorithm::parse(&name).with_context(|| format!("unknown algorithm {name:?}"))?;
-            anyhow::ensure!(activate_in_secs >= 0, "--activate-in-secs must not be negative");
+            let algorithm = KeyAlgorithm::parse(&name)
+                .with_context(|| format!("unknown algorithm {name:?}"))?;
+            anyhow::ensure!(
+                activate_in_secs >= 0,
+                "--activate-in-secs must not be negative"
+            );
             let key = keyward_server::bootstrap::rotate_signing_key(
                 &state,
                 algorithm,
@@ -295,13 +317,19 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::List => {
-            for key in state.store.published_signing_keys(OffsetDateTime::now_utc()).await? {
+            for key in state
+                .store
+                .published_signing_keys(OffsetDateTime::now_utc())
+                .await?
+            {
                 println!(
                     "{}  {:6}  activates {}  retires {}",
                     key.id,
                     key.algorithm,
                     key.activates_at,
-                    key.retires_at.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+                    key.retires_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
                 );
             }
             Ok(())

@@ -30,12 +30,18 @@ pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {
     // Settings not given anywhere take `Settings::default()` (`#[serde(default)]`).
     let mut figment = Figment::new();
     if let Some(path) = config_file {
-        anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+        anyhow::ensure!(
+            path.exists(),
+            "config file {} does not exist",
+            path.display()
+        );
         figment = figment.merge(Toml::file(path));
     }
     // Only known names: other KEYWARD_* variables (test harness settings) are not errors.
     let figment = figment.merge(Env::prefixed("KEYWARD_").only(ENV_SETTINGS));
-    figment.extract::<Settings>().context("invalid configuration")
+    figment
+        .extract::<Settings>()
+        .context("invalid configuration")
 }
 
 #[cfg(test)]
@@ -46,7 +52,10 @@ mod tests {
     #[test]
     fn toml_file_and_environment_are_merged() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("keyward.toml", "issuer = \"https://auth.example.com\"\nlisten = \"0.0.0.0:9000\"\n")?;
+            jail.create_file(
+                "keyward.toml",
+                "issuer = \"https://auth.example.com\"\nlisten = \"0.0.0.0:9000\"\n",
+            )?;
             jail.set_env("KEYWARD_LISTEN", "127.0.0.1:7000");
             jail.set_env("KEYWARD_DATABASE_URL", "postgres://u@h/db");
             jail.set_env("KEYWARD_CLIENT_CACHE_TTL_SECS", "0");
@@ -56,7 +65,10 @@ mod tests {
             assert_eq!(settings.listen, "127.0.0.1:7000");
             assert_eq!(settings.database_url.as_deref(), Some("postgres://u@h/db"));
             assert_eq!(settings.client_cache_ttl_secs, 0);
-            assert_eq!(settings.management_audience(), "https://auth.example.com/api");
+            assert_eq!(
+                settings.management_audience(),
+                "https://auth.example.com/api"
+            );
             Ok(())
         });
     }

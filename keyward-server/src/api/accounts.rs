@@ -130,7 +130,11 @@ pub async fn get(
 ) -> Result<Json<proto::Account>, ApiError> {
     caller.require("accounts:read")?;
     checked_id(IdKind::Account, &id, "account")?;
-    let account = state.store.get_account(&id).await?.ok_or(ApiError::NotFound("account"))?;
+    let account = state
+        .store
+        .get_account(&id)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
     Ok(Json(account.into()))
 }
 
@@ -152,7 +156,11 @@ pub async fn update(
         caller.require("accounts:write")?;
         let ApiJson(body) = body?;
         checked_id(IdKind::Account, &id, "account")?;
-        let mut account = state.store.get_account(&id).await?.ok_or(ApiError::NotFound("account"))?;
+        let mut account = state
+            .store
+            .get_account(&id)
+            .await?
+            .ok_or(ApiError::NotFound("account"))?;
         if let Some(name) = body.name {
             account.name = validate::display_name("name", &name)?;
         }

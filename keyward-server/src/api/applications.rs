@@ -28,7 +28,10 @@ fn default_grant_types(kind: ApplicationKind) -> Vec<String> {
 fn check_grant_types(kind: ApplicationKind, grant_types: &[String]) -> Result<(), ApiError> {
     for grant_type in grant_types {
         if !GRANT_TYPES.contains(&grant_type.as_str()) {
-            return Err(ApiError::validation("grant_types", format!("unsupported grant type {grant_type:?}")));
+            return Err(ApiError::validation(
+                "grant_types",
+                format!("unsupported grant type {grant_type:?}"),
+            ));
         }
         if grant_type == "client_credentials" && !kind.is_confidential() {
             return Err(ApiError::validation(
@@ -37,7 +40,10 @@ fn check_grant_types(kind: ApplicationKind, grant_types: &[String]) -> Result<()
             ));
         }
         if grant_type != "client_credentials" && kind == ApplicationKind::M2m {
-            return Err(ApiError::validation("grant_types", "m2m applications only use client_credentials"));
+            return Err(ApiError::validation(
+                "grant_types",
+                "m2m applications only use client_credentials",
+            ));
         }
     }
     Ok(())
@@ -51,17 +57,25 @@ fn check_uris(field: &'static str, uris: &[String]) -> Result<(), ApiError> {
 }
 
 /// Each grant must name an existing resource and only scopes that resource defines.
-async fn check_grants(state: &AppState, grants: &[proto::ResourceGrant]) -> Result<Vec<ResourceGrant>, ApiError> {
+async fn check_grants(
+    state: &AppState,
+    grants: &[proto::ResourceGrant],
+) -> Result<Vec<ResourceGrant>, ApiError> {
     let mut checked: Vec<ResourceGrant> = Vec::with_capacity(grants.len());
     for grant in grants {
         if checked.iter().any(|g| g.resource == grant.resource) {
-            return Err(ApiError::validation("grants", format!("{} is listed twice", grant.resource)));
+            return Err(ApiError::validation(
+                "grants",
+                format!("{} is listed twice", grant.resource),
+            ));
         }
         let resource = state
             .store
             .get_resource_by_identifier(&grant.resource)
             .await?
-            .ok_or_else(|| ApiError::validation("grants", format!("unknown API resource {}", grant.resource)))?;
+            .ok_or_else(|| {
+                ApiError::validation("grants", format!("unknown API resource {}", grant.resource))
+            })?;
         for scope in &grant.scopes {
             if !resource.scopes.iter().any(|d| &d.name == scope) {
                 return Err(ApiError::validation(
@@ -95,7 +109,10 @@ pub async fn build_application(
     body: proto::CreateApplication,
 ) -> Result<(Application, Option<String>), ApiError> {
     let name = validate::display_name("name", &body.name)?;
-    let grant_types = body.grant_types.clone().unwrap_or_else(|| default_grant_types(body.kind));
+    let grant_types = body
+        .grant_types
+        .clone()
+        .unwrap_or_else(|| default_grant_types(body.kind));
     check_grant_types(body.kind, &grant_types)?;
     check_uris("redirect_uris", &body.redirect_uris)?;
     check_uris("post_logout_redirect_uris", &body.post_logout_redirect_uris)?;
@@ -151,13 +168,19 @@ pub async fn add_secret(
     let now = OffsetDateTime::now_utc();
     let expire_others_at = match expire_existing_after_secs {
         Some(secs) if secs < 0 => {
-            return Err(ApiError::validation("expire_existing_after_secs", "must not be negative"))
+            return Err(ApiError::validation(
+                "expire_existing_after_secs",
+                "must not be negative",
+            ))
         }
         Some(secs) => Some(now + Duration::seconds(secs)),
         None => None,
     };
     let (secret, plain) = new_secret(&app.id, now);
-    state.store.add_client_secret(&secret, expire_others_at).await?;
+    state
+        .store
+        .add_client_secret(&secret, expire_others_at)
+        .await?;
     state.clients.invalidate_all();
     Ok((secret, plain))
 }
@@ -218,7 +241,11 @@ pub async fn get(
 ) -> Result<Json<proto::Application>, ApiError> {
     caller.require("applications:read")?;
     checked_id(IdKind::Application, &id, "application")?;
-    let app = state.store.get_application(&id).await?.ok_or(ApiError::NotFound("application"))?;
+    let app = state
+        .store
+        .get_application(&id)
+        .await?
+        .ok_or(ApiError::NotFound("application"))?;
     Ok(Json(app.into()))
 }
 
@@ -240,7 +267,11 @@ pub async fn update(
         caller.require("applications:write")?;
         let ApiJson(body) = body?;
         checked_id(IdKind::Application, &id, "application")?;
-        let mut app = state.store.get_application(&id).await?.ok_or(ApiError::NotFound("application"))?;
+        let mut app = state
+            .store
+            .get_application(&id)
+            .await?
+            .ok_or(ApiError::NotFound("application"))?;
         if let Some(name) = body.name {
             app.name = validate::display_name("name", &name)?;
         }
@@ -325,7 +356,12 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<proto::CreatedSecret>), ApiError> {
-    let mut audit = Audit::start(&state, &request_id, "application.secret.create", "application");
+    let mut audit = Audit::start(
+        &state,
+        &request_id,
+        "application.secret.create",
+        "application",
+    );
     audit.target(&id);
     let result = async {
         let caller = audit.actor(caller?);
@@ -335,9 +371,14 @@ pub async fn rotate_secret(
         let body: proto::RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
             proto::RotateSecret::default()
         } else {
-            serde_json::from_slice(&body).map_err(|e| ApiError::validation("body", e.to_string()))?
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::validation("body", e.to_string()))?
         };
-        let app = state.store.get_application(&id).await?.ok_or(ApiError::NotFound("application"))?;
+        let app = state
+            .store
+            .get_application(&id)
+            .await?
+            .ok_or(ApiError::NotFound("application"))?;
         let (secret, plain) = add_secret(&state, &app, body.expire_existing_after_secs).await?;
         audit.detail("secret_id", secret.id.clone());
         Ok((
@@ -361,7 +402,12 @@ pub async fn delete_secret(
     caller: Result<Caller, ApiError>,
     Path((id, secret_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let mut audit = Audit::start(&state, &request_id, "application.secret.delete", "application");
+    let mut audit = Audit::start(
+        &state,
+        &request_id,
+        "application.secret.delete",
+        "application",
+    );
     audit.target(&id);
     audit.detail("secret_id", secret_id.clone());
     let result = async {

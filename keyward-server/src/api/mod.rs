@@ -33,7 +33,11 @@ pub fn page_request(cursor: Option<String>, limit: Option<u32>) -> Result<PageRe
 }
 
 /// Turns up to `limit + 1` store rows into a page with the next cursor.
-pub fn to_page<T, W: From<T>>(mut rows: Vec<T>, page: &PageRequest, id_of: impl Fn(&T) -> &str) -> Page<W> {
+pub fn to_page<T, W: From<T>>(
+    mut rows: Vec<T>,
+    page: &PageRequest,
+    id_of: impl Fn(&T) -> &str,
+) -> Page<W> {
     let limit = page.limit as usize;
     let has_more = rows.len() > limit;
     rows.truncate(limit);

@@ -22,10 +22,16 @@ fn check_scopes(scopes: Vec<proto::ScopeDefinition>) -> Result<Vec<ScopeDefiniti
     let mut checked: Vec<ScopeDefinition> = Vec::with_capacity(scopes.len());
     for scope in scopes {
         if !is_valid_scope_token(&scope.name) {
-            return Err(ApiError::validation("scopes", format!("{:?} is not a valid scope name", scope.name)));
+            return Err(ApiError::validation(
+                "scopes",
+                format!("{:?} is not a valid scope name", scope.name),
+            ));
         }
         if checked.iter().any(|s| s.name == scope.name) {
-            return Err(ApiError::validation("scopes", format!("{:?} is listed twice", scope.name)));
+            return Err(ApiError::validation(
+                "scopes",
+                format!("{:?} is listed twice", scope.name),
+            ));
         }
         checked.push(scope.into());
     }
@@ -56,7 +62,8 @@ pub async fn create(
             scopes: check_scopes(body.scopes)?,
             access_token_ttl_secs: validate::token_ttl(
                 "access_token_ttl_secs",
-                body.access_token_ttl_secs.unwrap_or(DEFAULT_RESOURCE_TTL_SECS),
+                body.access_token_ttl_secs
+                    .unwrap_or(DEFAULT_RESOURCE_TTL_SECS),
             )?,
             management: false,
             created_at: now,
@@ -95,7 +102,11 @@ pub async fn get(
 ) -> Result<Json<proto::ApiResource>, ApiError> {
     caller.require("resources:read")?;
     checked_id(IdKind::ApiResource, &id, "resource")?;
-    let resource = state.store.get_resource(&id).await?.ok_or(ApiError::NotFound("resource"))?;
+    let resource = state
+        .store
+        .get_resource(&id)
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
     Ok(Json(resource.into()))
 }
 
@@ -117,7 +128,11 @@ pub async fn update(
         caller.require("resources:write")?;
         let ApiJson(body) = body?;
         checked_id(IdKind::ApiResource, &id, "resource")?;
-        let mut resource = state.store.get_resource(&id).await?.ok_or(ApiError::NotFound("resource"))?;
+        let mut resource = state
+            .store
+            .get_resource(&id)
+            .await?
+            .ok_or(ApiError::NotFound("resource"))?;
         if let Some(name) = body.name {
             resource.name = validate::display_name("name", &name)?;
         }
@@ -157,7 +172,11 @@ pub async fn delete(
         let caller = audit.actor(caller?);
         caller.require("resources:write")?;
         checked_id(IdKind::ApiResource, &id, "resource")?;
-        let resource = state.store.get_resource(&id).await?.ok_or(ApiError::NotFound("resource"))?;
+        let resource = state
+            .store
+            .get_resource(&id)
+            .await?
+            .ok_or(ApiError::NotFound("resource"))?;
         if resource.management {
             return Err(ApiError::Conflict {
                 code: "management_resource",

@@ -37,17 +37,36 @@ async fn build_user(
     let now = OffsetDateTime::now_utc();
     let password_digest = match body.password {
         Some(password) if password.chars().count() < MIN_PASSWORD_LEN => {
-            return Err(ApiError::validation("password", format!("must be at least {MIN_PASSWORD_LEN} characters")))
+            return Err(ApiError::validation(
+                "password",
+                format!("must be at least {MIN_PASSWORD_LEN} characters"),
+            ))
         }
         Some(password) => Some(state.hash_password(password).await?),
         None => None,
     };
     Ok(User {
         id: new_id(IdKind::User),
-        username: body.username.as_deref().map(validate::username).transpose()?,
-        primary_email: body.primary_email.as_deref().map(validate::email).transpose()?,
-        primary_phone: body.primary_phone.as_deref().map(validate::phone).transpose()?,
-        name: body.name.as_deref().map(|n| validate::display_name("name", n)).transpose()?,
+        username: body
+            .username
+            .as_deref()
+            .map(validate::username)
+            .transpose()?,
+        primary_email: body
+            .primary_email
+            .as_deref()
+            .map(validate::email)
+            .transpose()?,
+        primary_phone: body
+            .primary_phone
+            .as_deref()
+            .map(validate::phone)
+            .transpose()?,
+        name: body
+            .name
+            .as_deref()
+            .map(|n| validate::display_name("name", n))
+            .transpose()?,
         avatar: body.avatar,
         profile: object_or_empty("profile", body.profile)?,
         custom_data: object_or_empty("custom_data", body.custom_data)?,
@@ -173,7 +192,11 @@ pub async fn get(
 ) -> Result<Json<proto::User>, ApiError> {
     caller.require("users:read")?;
     checked_id(IdKind::User, &id, "user")?;
-    let user = state.store.get_user(&id).await?.ok_or(ApiError::NotFound("user"))?;
+    let user = state
+        .store
+        .get_user(&id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
     Ok(Json(user.into()))
 }
 
@@ -196,7 +219,11 @@ pub async fn update(
         caller.require("users:write")?;
         let ApiJson(body) = body?;
         checked_id(IdKind::User, &id, "user")?;
-        let mut user = state.store.get_user(&id).await?.ok_or(ApiError::NotFound("user"))?;
+        let mut user = state
+            .store
+            .get_user(&id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
         if let Some(v) = body.username {
             user.username = v.as_deref().map(validate::username).transpose()?;
         }
@@ -207,7 +234,10 @@ pub async fn update(
             user.primary_phone = v.as_deref().map(validate::phone).transpose()?;
         }
         if let Some(v) = body.name {
-            user.name = v.as_deref().map(|n| validate::display_name("name", n)).transpose()?;
+            user.name = v
+                .as_deref()
+                .map(|n| validate::display_name("name", n))
+                .transpose()?;
         }
         if let Some(v) = body.avatar {
             user.avatar = v;

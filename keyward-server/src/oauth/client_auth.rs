@@ -103,7 +103,11 @@ pub async fn authenticate(
     match (&presented.secret, app.kind.is_confidential()) {
         (Some(secret), true) => {
             let now = OffsetDateTime::now_utc();
-            let live = app.secrets.iter().filter(|s| s.is_live(now)).map(|s| s.digest.as_slice());
+            let live = app
+                .secrets
+                .iter()
+                .filter(|s| s.is_live(now))
+                .map(|s| s.digest.as_slice());
             if verify_secret(secret, live) {
                 Ok(app)
             } else {
@@ -128,7 +132,10 @@ mod tests {
     fn basic_credentials_are_form_decoded() {
         let mut headers = HeaderMap::new();
         let encoded = STANDARD.encode("my%20client:s%3Acret+x");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {encoded}")).unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
         let p = presented_client(&headers, None, None).unwrap();
         assert_eq!(p.client_id, "my client");
         assert_eq!(p.secret.as_deref(), Some("s:cret x"));
@@ -138,7 +145,10 @@ mod tests {
     #[test]
     fn two_methods_at_once_are_refused() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("a:b"))).unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("a:b"))).unwrap(),
+        );
         assert!(presented_client(&headers, Some("a"), Some("b")).is_err());
         assert!(presented_client(&HeaderMap::new(), None, None).is_err());
     }

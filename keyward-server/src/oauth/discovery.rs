@@ -12,8 +12,7 @@ fn metadata(state: &AppState) -> Value {
     let issuer = state.settings.issuer();
     let algorithms: Vec<String> = {
         let keys = state.keys.snapshot();
-        let mut algs: Vec<String> = keys
-            .jwks(OffsetDateTime::now_utc())["keys"]
+        let mut algs: Vec<String> = keys.jwks(OffsetDateTime::now_utc())["keys"]
             .as_array()
             .map(|keys| {
                 keys.iter()

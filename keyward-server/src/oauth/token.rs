@@ -49,7 +49,9 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
             state
                 .metrics
                 .token_errors
-                .get_or_create(&ErrorLabels { error: error.error.to_owned() })
+                .get_or_create(&ErrorLabels {
+                    error: error.error.to_owned(),
+                })
                 .inc();
             error.into_response()
         }
@@ -73,7 +75,10 @@ async fn issue(
         "authorization_code" | "refresh_token" => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
-                format!("the {} grant is not enabled on this server", request.grant_type),
+                format!(
+                    "the {} grant is not enabled on this server",
+                    request.grant_type
+                ),
             ))
         }
         "" => return Err(OAuthError::invalid_request("grant_type is required")),
@@ -139,8 +144,14 @@ async fn client_credentials(
         }
     };
     if let Some(scope) = &request.scope {
-        if let Some(bad) = scope.split(' ').find(|s| !s.is_empty() && !is_valid_scope_token(s)) {
-            return Err(OAuthError::new("invalid_scope", format!("malformed scope {bad:?}")));
+        if let Some(bad) = scope
+            .split(' ')
+            .find(|s| !s.is_empty() && !is_valid_scope_token(s))
+        {
+            return Err(OAuthError::new(
+                "invalid_scope",
+                format!("malformed scope {bad:?}"),
+            ));
         }
     }
     let resource = state
@@ -161,7 +172,10 @@ async fn client_credentials(
         .cloned()
         .collect();
     let scopes = grant_scopes(request.scope.as_deref(), &allowed).map_err(|missing| {
-        OAuthError::new("invalid_scope", format!("scope {missing:?} is not granted to this client"))
+        OAuthError::new(
+            "invalid_scope",
+            format!("scope {missing:?} is not granted to this client"),
+        )
     })?;
     let ttl_secs = client
         .access_token_ttl_secs

@@ -8,7 +8,9 @@ use crate::testkit::{Backend, TestServer, ADMIN_CLIENT_ID};
 on_both_stores!(mutations_and_refusals_are_audited);
 
 async fn events(server: &TestServer, token: &str, query: &str) -> Vec<Value> {
-    let (status, page) = server.call("GET", &format!("/api/audit-logs?{query}"), token, None).await;
+    let (status, page) = server
+        .call("GET", &format!("/api/audit-logs?{query}"), token, None)
+        .await;
     assert_eq!(status, 200, "{page}");
     page["data"].as_array().unwrap().clone()
 }
@@ -16,7 +18,14 @@ async fn events(server: &TestServer, token: &str, query: &str) -> Vec<Value> {
 async fn mutations_and_refusals_are_audited(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.admin_token().await;
-    let (status, user) = server.call("POST", "/api/users", &admin, Some(json!({ "username": "ann" }))).await;
+    let (status, user) = server
+        .call(
+            "POST",
+            "/api/users",
+            &admin,
+            Some(json!({ "username": "ann" })),
+        )
+        .await;
     assert_eq!(status, 201);
     let user_id = user["id"].as_str().unwrap();
     let created = events(&server, &admin, &format!("target_id={user_id}")).await;
@@ -29,7 +38,14 @@ async fn mutations_and_refusals_are_audited(backend: Backend) {
     assert!(event["request_id"].as_str().is_some());
 
     // A rule refusal is a failure event with the error code as reason.
-    let (status, _) = server.call("POST", "/api/users", &admin, Some(json!({ "username": "ANN" }))).await;
+    let (status, _) = server
+        .call(
+            "POST",
+            "/api/users",
+            &admin,
+            Some(json!({ "username": "ANN" })),
+        )
+        .await;
     assert_eq!(status, 409);
     let failures = events(&server, &admin, "outcome=failure&action=user.create").await;
     assert_eq!(failures.len(), 1);
@@ -37,8 +53,12 @@ async fn mutations_and_refusals_are_audited(backend: Backend) {
 
     // A permission refusal is a denied event naming the caller.
     let (client_id, secret) = server.m2m_app(&["users:read"]).await;
-    let reader = server.token_for(&client_id, &secret, &server.audience(), None).await;
-    let (status, _) = server.call("DELETE", &format!("/api/users/{user_id}"), &reader, None).await;
+    let reader = server
+        .token_for(&client_id, &secret, &server.audience(), None)
+        .await;
+    let (status, _) = server
+        .call("DELETE", &format!("/api/users/{user_id}"), &reader, None)
+        .await;
     assert_eq!(status, 403);
     let denied = events(&server, &admin, "outcome=denied").await;
     assert_eq!(denied.len(), 1);
@@ -48,7 +68,13 @@ async fn mutations_and_refusals_are_audited(backend: Backend) {
     assert_eq!(denied[0]["reason"], "insufficient_scope");
 
     // Anonymous attempts are recorded too.
-    let response = server.http.post(server.url("/api/accounts")).json(&json!({ "name": "x" })).send().await.unwrap();
+    let response = server
+        .http
+        .post(server.url("/api/accounts"))
+        .json(&json!({ "name": "x" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let anonymous = events(&server, &admin, "action=account.create").await;
     assert_eq!(anonymous.len(), 1);

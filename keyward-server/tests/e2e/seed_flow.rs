@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use keyward_client::{AdminClient, OAuthClient};
-use keyward_proto::{CreateAccount, CreateApplication, ApplicationKind, CreateChildAccount, CreateUser, Role, UpdateAccount, UserStatus};
+use keyward_proto::{
+    ApplicationKind, CreateAccount, CreateApplication, CreateChildAccount, CreateUser, Role,
+    UpdateAccount, UserStatus,
+};
 
 use crate::on_both_stores;
 use crate::testkit::{Backend, TestServer, ADMIN_CLIENT_ID, ADMIN_SECRET};
@@ -13,7 +16,11 @@ on_both_stores!(seed_admin_flow_through_the_client_library);
 
 async fn seed_admin_flow_through_the_client_library(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let auth = Arc::new(OAuthClient::new(server.url("/oauth2/token"), ADMIN_CLIENT_ID, ADMIN_SECRET));
+    let auth = Arc::new(OAuthClient::new(
+        server.url("/oauth2/token"),
+        ADMIN_CLIENT_ID,
+        ADMIN_SECRET,
+    ));
     let token = auth.client_credentials(&server.audience()).await.unwrap();
     // Cached: the same token comes back until shortly before expiry.
     let again = auth.client_credentials(&server.audience()).await.unwrap();
@@ -37,28 +44,64 @@ async fn seed_admin_flow_through_the_client_library(backend: Backend) {
         .await
         .unwrap();
     let parent = api
-        .create_account(&CreateAccount { name: "inbox-manager".into(), parent_account_id: None, custom_data: None })
+        .create_account(&CreateAccount {
+            name: "inbox-manager".into(),
+            parent_account_id: None,
+            custom_data: None,
+        })
         .await
         .unwrap();
 
     let user = api
-        .create_application_user(&app.application.id, &CreateUser { status: Some(UserStatus::Active), ..CreateUser::default() })
+        .create_application_user(
+            &app.application.id,
+            &CreateUser {
+                status: Some(UserStatus::Active),
+                ..CreateUser::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(user.application_id.as_deref(), Some(app.application.id.as_str()));
+    assert_eq!(
+        user.application_id.as_deref(),
+        Some(app.application.id.as_str())
+    );
     assert_eq!(user.status, UserStatus::Active);
     let account = api
-        .create_child_account(&parent.id, &CreateChildAccount { name: "ops-provisioned".into(), custom_data: None })
+        .create_child_account(
+            &parent.id,
+            &CreateChildAccount {
+                name: "ops-provisioned".into(),
+                custom_data: None,
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(account.parent_account_id.as_deref(), Some(parent.id.as_str()));
-    let membership = api.add_account_member(&account.id, &user.id, Role::Viewer).await.unwrap();
+    assert_eq!(
+        account.parent_account_id.as_deref(),
+        Some(parent.id.as_str())
+    );
+    let membership = api
+        .add_account_member(&account.id, &user.id, Role::Viewer)
+        .await
+        .unwrap();
     assert_eq!(membership.role, Role::Viewer);
-    let updated = api.update_account_member(&account.id, &membership.id, Role::Member).await.unwrap();
+    let updated = api
+        .update_account_member(&account.id, &membership.id, Role::Member)
+        .await
+        .unwrap();
     assert_eq!(updated.role, Role::Member);
-    api.remove_account_member(&account.id, &membership.id).await.unwrap();
+    api.remove_account_member(&account.id, &membership.id)
+        .await
+        .unwrap();
     let renamed = api
-        .update_account(&account.id, &UpdateAccount { name: Some("ops-renamed".into()), custom_data: None })
+        .update_account(
+            &account.id,
+            &UpdateAccount {
+                name: Some("ops-renamed".into()),
+                custom_data: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(renamed.name, "ops-renamed");

@@ -63,7 +63,9 @@ impl TestServer {
         let database_url = match (&options.database_url, backend) {
             (Some(url), _) => url.clone(),
             (None, Backend::Sqlite) => keyward_store::test_support::sqlite_url_in(dir.path()),
-            (None, Backend::Postgres) => keyward_store::test_support::fresh_postgres_url().await.unwrap(),
+            (None, Backend::Postgres) => keyward_store::test_support::fresh_postgres_url()
+                .await
+                .unwrap(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -106,10 +108,17 @@ impl TestServer {
 
     /// A management token for the bootstrap admin (every management scope).
     pub async fn admin_token(&self) -> String {
-        self.token_for(ADMIN_CLIENT_ID, ADMIN_SECRET, &self.audience(), None).await
+        self.token_for(ADMIN_CLIENT_ID, ADMIN_SECRET, &self.audience(), None)
+            .await
     }
 
-    pub async fn token_for(&self, client_id: &str, secret: &str, audience: &str, scope: Option<&str>) -> String {
+    pub async fn token_for(
+        &self,
+        client_id: &str,
+        secret: &str,
+        audience: &str,
+        scope: Option<&str>,
+    ) -> String {
         let mut body = json!({
             "grant_type": "client_credentials",
             "client_id": client_id,
@@ -119,14 +128,31 @@ impl TestServer {
         if let Some(scope) = scope {
             body["scope"] = scope.into();
         }
-        let response = self.http.post(self.url("/oauth2/token")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 200, "token request failed: {:?}", response.text().await);
+        let response = self
+            .http
+            .post(self.url("/oauth2/token"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "token request failed: {:?}",
+            response.text().await
+        );
         let body: Value = response.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
     }
 
     /// Sends a management request with a bearer token; returns status and JSON (or Null).
-    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
@@ -135,7 +161,11 @@ impl TestServer {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -156,7 +186,10 @@ impl TestServer {
             .await;
         assert_eq!(status, 201, "{body}");
         (
-            body["application"]["client_id"].as_str().unwrap().to_owned(),
+            body["application"]["client_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
             body["client_secret"].as_str().unwrap().to_owned(),
         )
     }
