@@ -8,9 +8,8 @@
 //!   checks, as the management API does per request.
 
 use std::hint::black_box;
-use std::process::ExitCode;
 
-use criterion::{criterion_group, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use keyward_core::crypto::MasterKey;
 use keyward_core::keys::{generate_signing_key, KeyAlgorithm, KeySet, LoadedKey};
 use keyward_core::token::{mint_access_token, verify_access_token, TokenGrant};
@@ -21,9 +20,11 @@ const AUDIENCE: &str = "https://auth.example.com/api";
 const ALGORITHMS: [KeyAlgorithm; 2] = [KeyAlgorithm::EdDsa, KeyAlgorithm::Es256];
 
 fn key_set(algorithm: KeyAlgorithm) -> Result<KeySet, String> {
-    let master = MasterKey::new("bench-master-secret-0123456789abcdef").map_err(|e| e.to_string())?;
+    let master =
+        MasterKey::new("bench-master-secret-0123456789abcdef").map_err(|e| e.to_string())?;
     let activated = OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let stored = generate_signing_key(algorithm, &master, activated, activated).map_err(|e| e.to_string())?;
+    let stored = generate_signing_key(algorithm, &master, activated, activated)
+        .map_err(|e| e.to_string())?;
     let loaded = LoadedKey::from_stored(&stored, &master).map_err(|e| e.to_string())?;
     Ok(KeySet::new(vec![loaded]))
 }
@@ -56,7 +57,8 @@ fn mint(c: &mut Criterion) {
         let keys = key_set(algorithm).unwrap_or_else(|e| fail("key set", e));
         group.bench_function(BenchmarkId::from_parameter(algorithm.as_str()), |b| {
             b.iter(|| {
-                let minted = mint_access_token(black_box(&keys), grant(), OffsetDateTime::now_utc());
+                let minted =
+                    mint_access_token(black_box(&keys), grant(), OffsetDateTime::now_utc());
                 black_box(minted.is_ok())
             })
         });
@@ -84,10 +86,4 @@ fn verify(c: &mut Criterion) {
 }
 
 criterion_group!(benches, mint, verify);
-
-// `criterion_main!` without its `fn main()`, so that setup failures exit with a status.
-fn main() -> ExitCode {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    ExitCode::SUCCESS
-}
+criterion_main!(benches);
