@@ -270,5 +270,6 @@ done
 echo "results: $OUT/result.json" >&2
 
 if [ "${#FAILED_RUNS[@]}" -gt 0 ]; then
-  die "non-2xx responses during: ${FAILED_RUNS[*]}"
+  die "non-2xx responses during: ${FAILED_RUNS[*]} (server logs: $RUN_DIR)"
 fi
+rm -rf "$RUN_DIR"

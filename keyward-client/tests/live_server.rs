@@ -23,7 +23,9 @@ use keyward_client::{
 fn live() -> Option<(String, String, String)> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     Some((
-        var("KEYWARD_CLIENT_TEST_URL")?.trim_end_matches('/').to_owned(),
+        var("KEYWARD_CLIENT_TEST_URL")?
+            .trim_end_matches('/')
+            .to_owned(),
         var("KEYWARD_CLIENT_TEST_CLIENT_ID")?,
         var("KEYWARD_CLIENT_TEST_CLIENT_SECRET")?,
     ))
@@ -320,5 +322,8 @@ async fn the_whole_management_api() {
         })
         .await
         .unwrap();
-    assert!(refused.data.iter().any(|e| e.outcome != AuditOutcome::Success));
+    assert!(refused
+        .data
+        .iter()
+        .any(|e| e.outcome != AuditOutcome::Success));
 }

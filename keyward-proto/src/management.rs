@@ -108,7 +108,11 @@ pub struct CreateApplication {
 pub struct UpdateApplication {
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     #[serde(default)]
@@ -123,7 +127,11 @@ pub struct UpdateApplication {
     pub first_party: Option<bool>,
     #[serde(default)]
     pub partner: Option<bool>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<i64>)]
     pub access_token_ttl_secs: Option<Option<i64>>,
 }
@@ -252,19 +260,39 @@ pub struct CreateUser {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub username: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub primary_email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub primary_phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub avatar: Option<Option<String>>,
     #[serde(default)]
@@ -275,7 +303,11 @@ pub struct UpdateUser {
     pub custom_data: Option<Value>,
     #[serde(default)]
     pub status: Option<UserStatus>,
-    #[serde(default, deserialize_with = "crate::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
 }
