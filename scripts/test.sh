@@ -76,6 +76,7 @@ cargo nextest run --workspace --no-fail-fast
 # --- the seed's admin flow against a live server ---------------------------------------
 log "building the keyward binary"
 cargo build -p keyward --quiet
+cargo build -p keyward-client --example admin_flow --quiet
 BIN="$ROOT/target/debug/keyward"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -96,6 +97,16 @@ run_flow() {
   local status=0
   KEYWARD_URL="http://127.0.0.1:$port" AUTH_BACKEND_ADMIN_CLIENT_ID=backend-admin \
     AUTH_BACKEND_ADMIN_CLIENT_SECRET="$secret" bash scripts/auth_backend_admin_flow.sh || status=$?
+  if [ "$status" = 0 ]; then
+    log "Rust client: example admin_flow and the live-server suite on $store"
+    KEYWARD_URL="http://127.0.0.1:$port" AUTH_BACKEND_ADMIN_CLIENT_ID=backend-admin \
+      AUTH_BACKEND_ADMIN_CLIENT_SECRET="$secret" "$ROOT/target/debug/examples/admin_flow" || status=$?
+  fi
+  if [ "$status" = 0 ]; then
+    KEYWARD_CLIENT_TEST_URL="http://127.0.0.1:$port" KEYWARD_CLIENT_TEST_CLIENT_ID=backend-admin \
+      KEYWARD_CLIENT_TEST_CLIENT_SECRET="$secret" \
+      cargo nextest run -p keyward-client --test live_server --no-fail-fast || status=$?
+  fi
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
   if [ "$status" != 0 ]; then
     echo "--- server log ($store) ---" >&2; tail -n 50 "$dir/server.log" >&2

@@ -202,7 +202,7 @@ async fn record(state: &AppState, action: &str, target_type: &str, target_id: &s
 }
 
 fn api_error(e: keyward_server::error::ApiError) -> anyhow::Error {
-    anyhow::anyhow!("{} ({})", e.code(), format!("{e:?}"))
+    anyhow::anyhow!("{} ({e:?})", e.code())
 }
 
 async fn applications(settings: Settings, command: ApplicationsCommand) -> anyhow::Result<()> {

@@ -46,7 +46,7 @@ pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::result_large_err)] // figment::Jail fixes the closure signature
     use super::*;
 
     #[test]
