@@ -203,6 +203,7 @@ impl Baseline {
             uid: None,
             acc: None,
             role: None,
+            gid: None,
         };
         match self.sign(&claims) {
             Ok(access_token) => {
@@ -321,6 +322,7 @@ mod tests {
             app: None,
             acc: None,
             role: None,
+            gid: None,
         };
         let jwt = b.sign(&claims).unwrap();
         let (signed, signature) = jwt.rsplit_once('.').unwrap();

@@ -43,6 +43,7 @@ fn grant() -> TokenGrant<'static> {
         application_id: Some("app_01JBENCHAPPLICATION0000000".to_owned()),
         account_id: None,
         role: None,
+        grant_id: None,
     }
 }
 

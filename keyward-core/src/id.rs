@@ -16,6 +16,8 @@ pub enum IdKind {
     ApiResource,
     SigningKey,
     AuditEvent,
+    Session,
+    Grant,
 }
 
 impl IdKind {
@@ -29,6 +31,8 @@ impl IdKind {
             Self::ApiResource => "res_",
             Self::SigningKey => "key_",
             Self::AuditEvent => "evt_",
+            Self::Session => "ses_",
+            Self::Grant => "gnt_",
         }
     }
 }

@@ -168,6 +168,8 @@ pub struct LoadedKey {
     decoding_key: DecodingKey,
     /// base64url of the JWS header `{"alg","typ":"at+jwt","kid"}`, fixed per key.
     encoded_header: String,
+    /// The same with `"typ":"JWT"`, for ID tokens (OpenID Connect Core §2).
+    encoded_id_header: String,
 }
 
 impl LoadedKey {
@@ -183,6 +185,7 @@ impl LoadedKey {
             Signer::P256(pair) => DecodingKey::from_ec_der(pair.public_key().as_ref()),
         };
         let header = json!({ "alg": algorithm.as_str(), "typ": "at+jwt", "kid": key.id });
+        let id_header = json!({ "alg": algorithm.as_str(), "typ": "JWT", "kid": key.id });
         Ok(Self {
             kid: key.id.clone(),
             algorithm,
@@ -192,18 +195,31 @@ impl LoadedKey {
             signer,
             decoding_key,
             encoded_header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            encoded_id_header: URL_SAFE_NO_PAD.encode(id_header.to_string()),
         })
     }
 
     /// JWS compact serialization (RFC 7515 §7.1) of `claims` with this key's fixed header.
     pub fn sign_compact(&self, claims: &impl serde::Serialize) -> Result<String, KeyError> {
+        self.sign_with_header(&self.encoded_header, claims)
+    }
+
+    /// Like [`Self::sign_compact`] with `typ: JWT`, for ID tokens.
+    pub fn sign_id_token(&self, claims: &impl serde::Serialize) -> Result<String, KeyError> {
+        self.sign_with_header(&self.encoded_id_header, claims)
+    }
+
+    fn sign_with_header(
+        &self,
+        encoded_header: &str,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, KeyError> {
         let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Unusable {
             kid: self.kid.clone(),
             reason: e.to_string(),
         })?;
-        let mut jwt =
-            String::with_capacity(self.encoded_header.len() + payload.len() * 4 / 3 + 100);
-        jwt.push_str(&self.encoded_header);
+        let mut jwt = String::with_capacity(encoded_header.len() + payload.len() * 4 / 3 + 100);
+        jwt.push_str(encoded_header);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
         let signature = self

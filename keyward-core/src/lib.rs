@@ -4,6 +4,7 @@
 //! Invariant: this crate never imports axum, sqlx or any other I/O framework. It is driven
 //! by `keyward-server` (HTTP) and `keyward` (CLI), and persisted by `keyward-store`.
 
+pub mod authz;
 pub mod crypto;
 pub mod error;
 pub mod id;

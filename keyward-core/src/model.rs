@@ -311,3 +311,97 @@ impl From<AuditEvent> for proto::AuditEvent {
         }
     }
 }
+
+// ---- interactive sign-in and the authorization-code flow --------------------------------
+
+/// A signed-in browser. The cookie carries a random handle; the store keeps only its
+/// SHA-256 digest, so a database leak does not yield usable sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub handle_digest: Vec<u8>,
+    pub user_id: String,
+    /// When the user last proved who they are (OIDC `auth_time`).
+    pub auth_time: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    /// Absolute end of the session; the idle limit is checked against `last_seen_at`.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A pending authorization request while the user signs in, picks a workspace and
+/// consents. `id` is a random, unguessable handle carried in the page URLs; `request` holds
+/// the validated authorization parameters and `state` the progress (both JSON, owned by the
+/// server).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    pub id: String,
+    pub client_id: String,
+    pub request: Value,
+    pub state: Value,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a user allowed a client: the root of a code and its refresh-token family. Revoking
+/// the grant invalidates every token issued from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// The API audience (RFC 8707 resource) the access tokens are for, if any.
+    pub resource: Option<String>,
+    /// The workspace picked for `workspace:admin`, with the user's role there.
+    pub account_id: Option<String>,
+    pub role: Option<Role>,
+    pub session_id: Option<String>,
+    pub auth_time: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    /// Absolute lifetime of the refresh-token family.
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl Grant {
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// An authorization code (stored as a SHA-256 digest), single use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizationCode {
+    pub digest: Vec<u8>,
+    pub grant_id: String,
+    pub redirect_uri: String,
+    /// PKCE S256 challenge (RFC 7636), when the request carried one.
+    pub code_challenge: Option<String>,
+    pub nonce: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub redeemed_at: Option<OffsetDateTime>,
+}
+
+/// A refresh token (stored as a SHA-256 digest). Each use rotates it: the old one is marked
+/// used and a new one takes its place in the same grant family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshToken {
+    pub digest: Vec<u8>,
+    pub grant_id: String,
+    pub created_at: OffsetDateTime,
+    /// Idle limit, never later than the grant's absolute `expires_at`.
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// Scopes a user has approved for a client on a resource ("" when none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consent {
+    pub user_id: String,
+    pub client_id: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub updated_at: OffsetDateTime,
+}

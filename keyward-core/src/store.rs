@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::model::{
-    Account, ApiResource, Application, AuditEvent, ClientSecret, Membership, SigningKey, User,
+    Account, ApiResource, Application, AuditEvent, AuthorizationCode, ClientSecret, Consent, Grant,
+    Interaction, Membership, RefreshToken, Session, SigningKey, User,
 };
 use crate::{AuditOutcome, Role, StoreError, UserStatus};
 
@@ -92,6 +93,20 @@ pub trait UserStore: Send + Sync {
     /// `UserIsLastOwner` when the user is the only owner of any account (the account would
     /// be left without an owner). Errors: `NotFound("user")`.
     async fn delete_user(&self, id: &str, force: bool) -> StoreResult<()>;
+    /// The user whose username or primary email matches `login` case-insensitively, or
+    /// whose primary phone equals it exactly (callers pass phones in E.164).
+    async fn find_user_by_login(&self, login: &str) -> StoreResult<Option<User>>;
+    /// Replaces the password digest and its algorithm (`argon2id`, or a legacy scheme).
+    /// Errors: `NotFound("user")`.
+    async fn set_user_password(
+        &self,
+        id: &str,
+        digest: &str,
+        algorithm: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Sets `last_sign_in_at`. Errors: `NotFound("user")`.
+    async fn record_sign_in(&self, id: &str, now: OffsetDateTime) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -199,6 +214,126 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Vec<AuditEvent>>;
 }
 
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    /// The session whose handle digest matches, if it has not passed `expires_at`.
+    async fn find_session(
+        &self,
+        handle_digest: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Session>>;
+    /// Sets `last_seen_at` (idle tracking).
+    async fn touch_session(&self, id: &str, now: OffsetDateTime) -> StoreResult<()>;
+    async fn delete_session(&self, id: &str) -> StoreResult<()>;
+    /// Signs the user out everywhere; returns how many sessions ended.
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+
+    async fn create_interaction(&self, interaction: &Interaction) -> StoreResult<()>;
+    /// The interaction if it exists and has not expired at `now`.
+    async fn get_interaction(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Interaction>>;
+    /// Writes `state`. Errors: `NotFound("interaction")`.
+    async fn update_interaction_state(
+        &self,
+        id: &str,
+        state: &serde_json::Value,
+    ) -> StoreResult<()>;
+    async fn delete_interaction(&self, id: &str) -> StoreResult<()>;
+    /// Deletes expired sessions and interactions; returns how many rows went.
+    async fn purge_expired_sessions(&self, now: OffsetDateTime) -> StoreResult<u64>;
+}
+
+/// Outcome of redeeming an authorization code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeRedemption {
+    /// First use: the code is now spent.
+    Redeemed {
+        code: AuthorizationCode,
+        grant: Box<Grant>,
+    },
+    /// The code was already spent: the grant (and every token issued from it) has been
+    /// revoked in the same transaction (RFC 9700 §4.5, RFC 6749 §4.1.2).
+    Replayed { grant_id: String },
+    /// Unknown, expired, or its grant is revoked or expired.
+    Invalid,
+}
+
+/// Outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefreshRotation {
+    /// The presented token is now used and `new` is stored in its place.
+    Rotated(Box<Grant>),
+    /// The token had already been rotated: the whole family (the grant) has been revoked
+    /// in the same transaction (RFC 9700 §4.14.2).
+    Replayed { grant_id: String },
+    /// Unknown, idle-expired, or the grant is revoked or past its absolute lifetime.
+    Invalid,
+}
+
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// Stores a new grant and its authorization code in one transaction.
+    async fn create_grant_with_code(
+        &self,
+        grant: &Grant,
+        code: &AuthorizationCode,
+    ) -> StoreResult<()>;
+    async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>>;
+    /// Spends the code atomically: of two concurrent redemptions exactly one sees
+    /// `Redeemed`.
+    async fn redeem_code(&self, digest: &[u8], now: OffsetDateTime) -> StoreResult<CodeRedemption>;
+    /// Adds a refresh token to its grant's family (after a code redemption).
+    async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// Marks the presented token used and stores `new` (whose `grant_id` the store sets to
+    /// the presented token's grant) atomically. `new.expires_at` is capped at the grant's
+    /// `expires_at`.
+    async fn rotate_refresh_token(
+        &self,
+        presented_digest: &[u8],
+        new: &RefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<RefreshRotation>;
+    /// The refresh token and its grant, whatever their state (introspection, revocation).
+    async fn find_refresh_token(&self, digest: &[u8])
+        -> StoreResult<Option<(RefreshToken, Grant)>>;
+    /// Revokes the grant (idempotent). Returns false when it does not exist.
+    async fn revoke_grant(&self, id: &str, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Revokes every active grant of a session (sign-out); returns how many.
+    async fn revoke_session_grants(
+        &self,
+        session_id: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: &str,
+    ) -> StoreResult<Option<Consent>>;
+    /// Inserts or replaces the consent for (user, client, resource).
+    async fn save_consent(&self, consent: &Consent) -> StoreResult<()>;
+}
+
+/// Failed sign-in attempts, per key (`user:<id>`, `ip:<addr>`), in the database so every
+/// node counts the same attempts.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
+    async fn record_failure(&self, key: &str, now: OffsetDateTime) -> StoreResult<()>;
+    /// Failures for `key` at or after `since`.
+    async fn count_failures(&self, key: &str, since: OffsetDateTime) -> StoreResult<u32>;
+    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+    /// Deletes failures older than `before`; returns how many.
+    async fn purge_failures(&self, before: OffsetDateTime) -> StoreResult<u64>;
+}
+
 /// The whole store. `keyward-store` provides `SqliteStore` and `PostgresStore`.
 #[async_trait]
 pub trait Store:
@@ -209,6 +344,10 @@ pub trait Store:
     + ResourceStore
     + SigningKeyStore
     + AuditStore
+    + SessionStore
+    + GrantStore
+    + ConsentStore
+    + ThrottleStore
     + Send
     + Sync
 {

@@ -1,7 +1,10 @@
 //! Access tokens: JWTs per RFC 9068 (`typ: at+jwt`).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::{decode, decode_header, Validation};
-use keyward_proto::AccessTokenClaims;
+use keyward_proto::{AccessTokenClaims, IdTokenClaims};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -47,6 +50,8 @@ pub struct TokenGrant<'a> {
     pub application_id: Option<String>,
     pub account_id: Option<String>,
     pub role: Option<String>,
+    /// The user grant this token comes from (authorization code / refresh flows).
+    pub grant_id: Option<String>,
 }
 
 /// Signs an access token with the key set's current signing key.
@@ -71,9 +76,88 @@ pub fn mint_access_token(
         app: grant.application_id,
         acc: grant.account_id,
         role: grant.role,
+        gid: grant.grant_id,
     };
     let token = key.sign_compact(&claims)?;
     Ok((token, claims))
+}
+
+/// What an ID token is minted for; `iat`/`exp` come from `now` and `ttl_secs`.
+pub struct IdTokenGrant<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub client_id: &'a str,
+    pub auth_time: i64,
+    pub nonce: Option<String>,
+    /// The access token issued alongside, for `at_hash`.
+    pub access_token: Option<&'a str>,
+    pub session_id: Option<String>,
+    pub account_id: Option<String>,
+    pub role: Option<String>,
+    pub ttl_secs: i64,
+}
+
+/// Signs an ID token (OpenID Connect Core §2, §3.1.3.6) with the current key.
+pub fn mint_id_token(
+    keys: &KeySet,
+    grant: IdTokenGrant<'_>,
+    now: OffsetDateTime,
+) -> Result<String, TokenError> {
+    let key = keys.signing_key(now).ok_or(TokenError::NoSigningKey)?;
+    let iat = now.unix_timestamp();
+    let claims = IdTokenClaims {
+        iss: grant.issuer.to_owned(),
+        sub: grant.subject.to_owned(),
+        aud: grant.client_id.to_owned(),
+        exp: iat + grant.ttl_secs,
+        iat,
+        auth_time: grant.auth_time,
+        nonce: grant.nonce,
+        azp: grant.client_id.to_owned(),
+        at_hash: grant.access_token.map(at_hash),
+        sid: grant.session_id,
+        acc: grant.account_id,
+        role: grant.role,
+    };
+    Ok(key.sign_id_token(&claims)?)
+}
+
+/// Left half of SHA-256 of the token, base64url (both EdDSA and ES256 keys use SHA-256 here;
+/// for EdDSA OpenID Connect leaves the hash open and SHA-256 is what libraries expect).
+pub fn at_hash(access_token: &str) -> String {
+    let digest = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// Verifies an `id_token_hint` we issued (end-session): signature and issuer; an expired
+/// hint is still accepted (OpenID Connect RP-Initiated Logout §2), the audience is returned
+/// for the caller to check.
+pub fn verify_id_token_hint(
+    keys: &KeySet,
+    token: &str,
+    issuer: &str,
+) -> Result<IdTokenClaims, TokenError> {
+    let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+    let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
+    if header.alg != key.jwt_algorithm() {
+        return Err(TokenError::Invalid("algorithm mismatch".into()));
+    }
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
+        return Err(TokenError::WrongType);
+    }
+    let mut validation = Validation::new(key.jwt_algorithm());
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+    decode::<IdTokenClaims>(token, key.decoding_key(), &validation)
+        .map(|data| data.claims)
+        .map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))
 }
 
 /// Verifies signature, `typ`, `iss`, `aud` and `exp` (RFC 9068 §4).
@@ -82,6 +166,25 @@ pub fn verify_access_token(
     token: &str,
     issuer: &str,
     audience: &str,
+) -> Result<AccessTokenClaims, TokenError> {
+    verify_access_token_for(keys, token, issuer, Some(audience))
+}
+
+/// Like [`verify_access_token`], for endpoints of this server that accept a token for any
+/// audience we issue (userinfo, introspection); the caller checks what it needs.
+pub fn verify_access_token_any_audience(
+    keys: &KeySet,
+    token: &str,
+    issuer: &str,
+) -> Result<AccessTokenClaims, TokenError> {
+    verify_access_token_for(keys, token, issuer, None)
+}
+
+fn verify_access_token_for(
+    keys: &KeySet,
+    token: &str,
+    issuer: &str,
+    audience: Option<&str>,
 ) -> Result<AccessTokenClaims, TokenError> {
     let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
     if !header.typ.as_deref().is_some_and(|typ| {
@@ -97,7 +200,10 @@ pub fn verify_access_token(
     }
     let mut validation = Validation::new(key.jwt_algorithm());
     validation.leeway = LEEWAY_SECS;
-    validation.set_audience(&[audience]);
+    match audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
     validation.set_issuer(&[issuer]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     decode::<AccessTokenClaims>(token, key.decoding_key(), &validation)
@@ -114,8 +220,6 @@ mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use crate::keys::{generate_signing_key, KeyAlgorithm, LoadedKey};
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
 
     fn key_set(alg: KeyAlgorithm) -> KeySet {
         let master = MasterKey::new("0123456789abcdef0123456789abcdef").unwrap();
@@ -137,6 +241,7 @@ mod tests {
             application_id: Some("app_1".into()),
             account_id: None,
             role: None,
+            grant_id: None,
         }
     }
 

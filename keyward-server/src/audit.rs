@@ -88,3 +88,40 @@ impl Audit {
         result.map_err(|e| e.with_request_id(self.request_id.as_deref()))
     }
 }
+
+/// Who did something outside the management API (sign-in, authorization, token events).
+pub struct Actor<'a> {
+    pub kind: &'static str,
+    pub id: Option<&'a str>,
+}
+
+/// Writes one audit event for the interactive and token flows. Failures are logged only.
+#[allow(clippy::too_many_arguments)]
+pub async fn record(
+    state: &AppState,
+    request_id: &RequestId,
+    actor: Actor<'_>,
+    action: &'static str,
+    target_type: &'static str,
+    target_id: Option<&str>,
+    outcome: AuditOutcome,
+    reason: Option<&str>,
+    details: Value,
+) {
+    let event = AuditEvent {
+        id: new_id(IdKind::AuditEvent),
+        occurred_at: OffsetDateTime::now_utc(),
+        actor_type: actor.kind.to_owned(),
+        actor_id: actor.id.map(str::to_owned),
+        action: action.to_owned(),
+        target_type: target_type.to_owned(),
+        target_id: target_id.map(str::to_owned),
+        outcome,
+        reason: reason.map(str::to_owned),
+        request_id: request_id.0.clone(),
+        details,
+    };
+    if let Err(e) = state.store.append_audit_event(&event).await {
+        tracing::error!(action, error = %e, "could not write audit event");
+    }
+}

@@ -29,6 +29,14 @@ pub enum ApiError {
     },
     /// 415: the body is not JSON.
     UnsupportedMediaType,
+    /// 403 with a stable code: authenticated but not allowed (not a member, bad origin,
+    /// CSRF check failed).
+    Forbidden {
+        code: &'static str,
+        detail: String,
+    },
+    /// 429: too many failed attempts; retry later.
+    TooManyRequests,
     /// 500: logged, never detailed to the client.
     Internal(String),
     /// Internal error that already carries the request id to report.
@@ -46,6 +54,8 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::WithRequestId(inner, _) => inner.status(),
         }
@@ -60,6 +70,8 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::BadRequest { code, .. } => code,
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Forbidden { code, .. } => code,
+            Self::TooManyRequests => "too_many_attempts",
             Self::Internal(_) => "internal_error",
             Self::WithRequestId(inner, _) => inner.code(),
         }
@@ -68,7 +80,10 @@ impl ApiError {
     /// Denied (authentication/authorization) versus failed, for the audit log.
     pub fn is_denial(&self) -> bool {
         match self {
-            Self::Unauthenticated(_) | Self::InsufficientScope(_) => true,
+            Self::Unauthenticated(_)
+            | Self::InsufficientScope(_)
+            | Self::Forbidden { .. }
+            | Self::TooManyRequests => true,
             Self::WithRequestId(inner, _) => inner.is_denial(),
             _ => false,
         }
@@ -92,7 +107,10 @@ impl ApiError {
                 Some(format!("this operation needs the scope {scope}"))
             }
             Self::NotFound(what) => Some(format!("{what} not found")),
-            Self::Conflict { detail, .. } | Self::BadRequest { detail, .. } => Some(detail.clone()),
+            Self::Conflict { detail, .. }
+            | Self::BadRequest { detail, .. }
+            | Self::Forbidden { detail, .. } => Some(detail.clone()),
+            Self::TooManyRequests => Some("too many failed attempts; try again later".into()),
             Self::Validation(e) => Some(e.to_string()),
             Self::UnsupportedMediaType => Some("send the body as application/json".into()),
             Self::Internal(_) => None,
@@ -109,6 +127,7 @@ impl ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable Content",
             StatusCode::BAD_REQUEST => "Bad Request",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported Media Type",
+            StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
             _ => "Internal Server Error",
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod auth_json;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod oauth;
 pub mod ops;
 pub mod settings;
 pub mod state;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,9 +138,58 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         // The token endpoint also answers OPTIONS-less POSTs from the documented router.
-        .route("/oauth2/token/", post(oauth::token::token));
+        .route("/oauth2/token/", post(oauth::token::token))
+        .route(
+            "/oauth2/userinfo",
+            get(oauth::endpoints::userinfo).post(oauth::endpoints::userinfo),
+        )
+        .route("/oauth2/revoke", post(oauth::endpoints::revoke))
+        .route("/oauth2/introspect", post(oauth::endpoints::introspect))
+        .route("/auth/csrf", get(auth_json::csrf))
+        .route("/auth/sign-in", post(auth_json::sign_in))
+        .route("/auth/sign-up", post(auth_json::sign_up))
+        .route(
+            "/api/accounts/{account_id}/token",
+            post(auth_json::account_token),
+        );
+    // Hosted pages: HTML with the anti-framing and privacy headers.
+    let pages = Router::new()
+        .route("/", get(web::pages::home))
+        .route("/assets/keyward.css", get(web::templates::stylesheet))
+        .route(
+            "/oauth2/authorize",
+            get(oauth::authorize::authorize_get).post(oauth::authorize::authorize_post),
+        )
+        .route("/oauth2/authorize/resume", get(web::pages::resume))
+        .route(
+            "/oauth2/end-session",
+            get(oauth::endpoints::end_session).post(oauth::endpoints::end_session),
+        )
+        .route(
+            "/sign-in",
+            get(web::pages::sign_in_page).post(web::pages::sign_in_submit),
+        )
+        .route(
+            "/sign-up",
+            get(web::pages::sign_up_page).post(web::pages::sign_up_submit),
+        )
+        .route(
+            "/workspace",
+            get(web::pages::workspace_page).post(web::pages::workspace_submit),
+        )
+        .route(
+            "/consent",
+            get(web::pages::consent_page).post(web::pages::consent_submit),
+        )
+        .route(
+            "/sign-out",
+            get(web::pages::sign_out_page).post(web::pages::sign_out_submit),
+        )
+        .route("/signed-out", get(web::pages::signed_out))
+        .layer(axum::middleware::from_fn(web::security_headers));
     documented
         .merge(service_routes)
+        .merge(pages)
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -41,6 +41,29 @@ pub struct Settings {
     pub key_refresh_interval_secs: u64,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// Absolute lifetime of a browser session.
+    pub session_ttl_secs: i64,
+    /// A session unused for this long ends.
+    pub session_idle_secs: i64,
+    /// Time to finish signing in / consenting after `/oauth2/authorize`.
+    pub interaction_ttl_secs: i64,
+    /// Authorization codes are short-lived (RFC 6749 §4.1.2 recommends at most 10 minutes).
+    pub authorization_code_ttl_secs: i64,
+    /// A refresh token unused for this long expires (each use rotates it).
+    pub refresh_token_idle_secs: i64,
+    /// A refresh-token family ends this long after the user authorized, whatever its use.
+    pub refresh_token_absolute_secs: i64,
+    pub id_token_ttl_secs: i64,
+    /// Argon2id cost for new password hashes (OWASP: m = 19 MiB, t = 2, p = 1).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Failed sign-ins allowed per account, and per client address, within the window.
+    pub signin_max_failures_per_account: u32,
+    pub signin_max_failures_per_address: u32,
+    pub signin_throttle_window_secs: i64,
+    /// Marks cookies `Secure`; defaults to true when the issuer is `https://`.
+    pub secure_cookies: Option<bool>,
 }
 
 impl Default for Settings {
@@ -61,6 +84,20 @@ impl Default for Settings {
             client_cache_ttl_secs: 5,
             key_refresh_interval_secs: 30,
             log_json: false,
+            session_ttl_secs: 14 * 24 * 3600,
+            session_idle_secs: 3 * 24 * 3600,
+            interaction_ttl_secs: 30 * 60,
+            authorization_code_ttl_secs: 60,
+            refresh_token_idle_secs: 14 * 24 * 3600,
+            refresh_token_absolute_secs: 90 * 24 * 3600,
+            id_token_ttl_secs: 3600,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            signin_max_failures_per_account: 10,
+            signin_max_failures_per_address: 100,
+            signin_throttle_window_secs: 15 * 60,
+            secure_cookies: None,
         }
     }
 }
@@ -74,6 +111,19 @@ impl Settings {
         self.management_audience
             .clone()
             .unwrap_or_else(|| format!("{}/api", self.issuer()))
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
+            .unwrap_or_else(|| self.issuer.starts_with("https://"))
+    }
+
+    pub fn argon2(&self) -> keyward_core::password::Argon2Params {
+        keyward_core::password::Argon2Params {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
     }
 
     pub fn database_url(&self) -> String {

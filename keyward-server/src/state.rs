@@ -32,12 +32,23 @@ pub struct AppState {
     /// queues instead of exhausting memory (19 MiB each) or the blocking pool.
     pub password_permits: Arc<tokio::sync::Semaphore>,
     pub argon2: Argon2Params,
+    /// An Argon2id hash of a random password at the configured cost: unknown users are
+    /// checked against it so that they cost as much time as known ones.
+    pub decoy_hash: Arc<str>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings, master: MasterKey) -> Self {
         let ttl = Duration::from_secs(settings.client_cache_ttl_secs);
+        let argon2 = settings.argon2();
+        let decoy_hash: Arc<str> = hash_password(&keyward_core::secret::random_token(24), argon2)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "invalid Argon2 settings; decoy uses defaults");
+                hash_password("decoy", Argon2Params::default()).unwrap_or_default()
+            })
+            .into();
         Self {
+            decoy_hash,
             management_audience: settings.management_audience().into(),
             store,
             master: Arc::new(master),
@@ -50,7 +61,7 @@ impl AppState {
                     .map(usize::from)
                     .unwrap_or(2),
             )),
-            argon2: Argon2Params::default(),
+            argon2,
             settings: Arc::new(settings),
         }
     }
@@ -67,6 +78,19 @@ impl AppState {
         tokio::task::spawn_blocking(move || hash_password(&password, params))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Verifies a password against an Argon2 PHC string on the blocking pool, under the
+    /// same per-core bound as hashing.
+    pub async fn verify_password(&self, password: String, phc: String) -> Result<bool, ApiError> {
+        let _permit = self
+            .password_permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || keyward_core::password::verify_argon2(&password, &phc))
+            .await
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 

@@ -6,8 +6,9 @@
 //! way in and out, so both backends hand back identical values.
 
 use keyward_core::model::{
-    Account, ApiResource, Application, AuditEvent, ClientSecret, Membership, ResourceGrant,
-    ScopeDefinition, SigningKey, User,
+    Account, ApiResource, Application, AuditEvent, AuthorizationCode, ClientSecret, Consent, Grant,
+    Interaction, Membership, RefreshToken, ResourceGrant, ScopeDefinition, Session, SigningKey,
+    User,
 };
 use keyward_core::store::StoreResult;
 use keyward_core::{ApplicationKind, AuditOutcome, Role, StoreError, UserStatus};
@@ -362,6 +363,166 @@ impl TryFrom<AuditRow> for AuditEvent {
             request_id: r.request_id,
             details: r.details.0,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id: String,
+    handle_digest: Vec<u8>,
+    user_id: String,
+    auth_time: OffsetDateTime,
+    created_at: OffsetDateTime,
+    last_seen_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            id: r.id,
+            handle_digest: r.handle_digest,
+            user_id: r.user_id,
+            auth_time: utc(r.auth_time),
+            created_at: utc(r.created_at),
+            last_seen_at: utc(r.last_seen_at),
+            expires_at: utc(r.expires_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InteractionRow {
+    id: String,
+    client_id: String,
+    request: Json<Value>,
+    state: Json<Value>,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl From<InteractionRow> for Interaction {
+    fn from(r: InteractionRow) -> Self {
+        Self {
+            id: r.id,
+            client_id: r.client_id,
+            request: r.request.0,
+            state: r.state.0,
+            created_at: utc(r.created_at),
+            expires_at: utc(r.expires_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct GrantRow {
+    id: String,
+    user_id: String,
+    client_id: String,
+    scopes: Json<Vec<String>>,
+    resource: Option<String>,
+    account_id: Option<String>,
+    role: Option<String>,
+    session_id: Option<String>,
+    auth_time: OffsetDateTime,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<GrantRow> for Grant {
+    type Error = StoreError;
+
+    fn try_from(r: GrantRow) -> StoreResult<Self> {
+        let role = match &r.role {
+            None => None,
+            Some(role) => {
+                Some(Role::parse(role).ok_or_else(|| bad_value("grants", "role", &r.id, role))?)
+            }
+        };
+        Ok(Self {
+            id: r.id,
+            user_id: r.user_id,
+            client_id: r.client_id,
+            scopes: r.scopes.0,
+            resource: r.resource,
+            account_id: r.account_id,
+            role,
+            session_id: r.session_id,
+            auth_time: utc(r.auth_time),
+            created_at: utc(r.created_at),
+            expires_at: utc(r.expires_at),
+            revoked_at: utc_opt(r.revoked_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CodeRow {
+    digest: Vec<u8>,
+    grant_id: String,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    nonce: Option<String>,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    redeemed_at: Option<OffsetDateTime>,
+}
+
+impl From<CodeRow> for AuthorizationCode {
+    fn from(r: CodeRow) -> Self {
+        Self {
+            digest: r.digest,
+            grant_id: r.grant_id,
+            redirect_uri: r.redirect_uri,
+            code_challenge: r.code_challenge,
+            nonce: r.nonce,
+            created_at: utc(r.created_at),
+            expires_at: utc(r.expires_at),
+            redeemed_at: utc_opt(r.redeemed_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RefreshTokenRow {
+    digest: Vec<u8>,
+    grant_id: String,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    used_at: Option<OffsetDateTime>,
+}
+
+impl From<RefreshTokenRow> for RefreshToken {
+    fn from(r: RefreshTokenRow) -> Self {
+        Self {
+            digest: r.digest,
+            grant_id: r.grant_id,
+            created_at: utc(r.created_at),
+            expires_at: utc(r.expires_at),
+            used_at: utc_opt(r.used_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConsentRow {
+    user_id: String,
+    client_id: String,
+    resource: String,
+    scopes: Json<Vec<String>>,
+    updated_at: OffsetDateTime,
+}
+
+impl From<ConsentRow> for Consent {
+    fn from(r: ConsentRow) -> Self {
+        Self {
+            user_id: r.user_id,
+            client_id: r.client_id,
+            resource: r.resource,
+            scopes: r.scopes.0,
+            updated_at: utc(r.updated_at),
+        }
     }
 }
 

@@ -42,6 +42,39 @@ macro_rules! signing_key_columns {
         "id, algorithm, sealed_private_key, public_jwk, created_at, activates_at, retires_at"
     };
 }
+macro_rules! session_columns {
+    () => {
+        "id, handle_digest, user_id, auth_time, created_at, last_seen_at, expires_at"
+    };
+}
+macro_rules! interaction_columns {
+    () => {
+        "id, client_id, request, state, created_at, expires_at"
+    };
+}
+macro_rules! grant_columns {
+    () => {
+        "id, user_id, client_id, scopes, resource, account_id, role, session_id, auth_time, \
+         created_at, expires_at, revoked_at"
+    };
+}
+macro_rules! code_columns {
+    () => {
+        "digest, grant_id, redirect_uri, code_challenge, nonce, created_at, expires_at, \
+         redeemed_at"
+    };
+}
+macro_rules! refresh_token_columns {
+    () => {
+        "digest, grant_id, created_at, expires_at, used_at"
+    };
+}
+pub(crate) use {code_columns, grant_columns, refresh_token_columns};
+macro_rules! consent_columns {
+    () => {
+        "user_id, client_id, resource, scopes, updated_at"
+    };
+}
 macro_rules! audit_columns {
     () => {
         "id, occurred_at, actor_type, actor_id, action, target_type, target_id, outcome, \
@@ -94,6 +127,21 @@ pub(crate) const UPDATE_USER: &str = "UPDATE users SET username = $2, primary_em
      WHERE id = $1";
 pub(crate) const USER_EXISTS: &str = "SELECT id FROM users WHERE id = $1";
 pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
+/// The user whose username or primary email equals `$1` case-insensitively (through the
+/// same `lower()` expressions as the unique indexes), or whose phone equals it exactly.
+/// Validation keeps the three disjoint; should they ever overlap, a username match wins
+/// over an email match, which wins over a phone match.
+pub(crate) const USER_BY_LOGIN: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE lower(username) = lower($1) OR lower(primary_email) = lower($1) \
+     OR primary_phone = $1 \
+     ORDER BY CASE WHEN lower(username) = lower($1) THEN 0 \
+     WHEN lower(primary_email) = lower($1) THEN 1 ELSE 2 END, id LIMIT 1"
+);
+pub(crate) const SET_USER_PASSWORD: &str = "UPDATE users SET password_digest = $2, \
+     password_algorithm = $3, updated_at = $4 WHERE id = $1";
+pub(crate) const RECORD_SIGN_IN: &str = "UPDATE users SET last_sign_in_at = $2 WHERE id = $1";
 /// How many accounts have user `$1` as their only owner.
 pub(crate) const COUNT_SOLELY_OWNED: &str = "SELECT COUNT(*) FROM memberships m \
      WHERE m.user_id = $1 AND m.role = 'owner' AND NOT EXISTS ( \
@@ -241,6 +289,119 @@ pub(crate) const INSERT_AUDIT_EVENT: &str = concat!(
     audit_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 );
+
+// ---- sessions and interactions ------------------------------------------------------------
+
+pub(crate) const INSERT_SESSION: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+);
+pub(crate) const SESSION_BY_HANDLE: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE handle_digest = $1"
+);
+pub(crate) const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen_at = $2 WHERE id = $1";
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
+pub(crate) const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
+pub(crate) const SESSION_EXPIRIES: &str = "SELECT id, expires_at FROM sessions";
+
+pub(crate) const INSERT_INTERACTION: &str = concat!(
+    "INSERT INTO interactions (",
+    interaction_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6)"
+);
+pub(crate) const INTERACTION_BY_ID: &str = concat!(
+    "SELECT ",
+    interaction_columns!(),
+    " FROM interactions WHERE id = $1"
+);
+pub(crate) const UPDATE_INTERACTION_STATE: &str =
+    "UPDATE interactions SET state = $2 WHERE id = $1";
+pub(crate) const DELETE_INTERACTION: &str = "DELETE FROM interactions WHERE id = $1";
+pub(crate) const INTERACTION_EXPIRIES: &str = "SELECT id, expires_at FROM interactions";
+
+// ---- grants, codes, refresh tokens --------------------------------------------------------
+
+pub(crate) const INSERT_GRANT: &str = concat!(
+    "INSERT INTO grants (",
+    grant_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+);
+pub(crate) const GRANT_BY_ID: &str =
+    concat!("SELECT ", grant_columns!(), " FROM grants WHERE id = $1");
+pub(crate) const GRANT_EXPIRY: &str = "SELECT expires_at FROM grants WHERE id = $1";
+/// Sets `revoked_at` unless the grant is revoked already (the first revocation time stays).
+pub(crate) const REVOKE_GRANT: &str =
+    "UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+pub(crate) const GRANT_EXISTS: &str = "SELECT id FROM grants WHERE id = $1";
+pub(crate) const UNREVOKED_SESSION_GRANTS: &str =
+    "SELECT id, expires_at FROM grants WHERE session_id = $1 AND revoked_at IS NULL";
+
+pub(crate) const INSERT_CODE: &str = concat!(
+    "INSERT INTO authorization_codes (",
+    code_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+);
+pub(crate) const CODE_GRANT_ID: &str = "SELECT grant_id FROM authorization_codes WHERE digest = $1";
+pub(crate) const CODE_BY_DIGEST: &str = concat!(
+    "SELECT ",
+    code_columns!(),
+    " FROM authorization_codes WHERE digest = $1"
+);
+pub(crate) const REDEEM_CODE: &str =
+    "UPDATE authorization_codes SET redeemed_at = $2 WHERE digest = $1";
+
+pub(crate) const INSERT_REFRESH_TOKEN: &str = concat!(
+    "INSERT INTO refresh_tokens (",
+    refresh_token_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5)"
+);
+pub(crate) const REFRESH_TOKEN_GRANT_ID: &str =
+    "SELECT grant_id FROM refresh_tokens WHERE digest = $1";
+pub(crate) const REFRESH_TOKEN_BY_DIGEST: &str = concat!(
+    "SELECT ",
+    refresh_token_columns!(),
+    " FROM refresh_tokens WHERE digest = $1"
+);
+pub(crate) const USE_REFRESH_TOKEN: &str =
+    "UPDATE refresh_tokens SET used_at = $2 WHERE digest = $1";
+
+// ---- consents -----------------------------------------------------------------------------
+
+pub(crate) const CONSENT_BY_KEY: &str = concat!(
+    "SELECT ",
+    consent_columns!(),
+    " FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3"
+);
+/// Insert or replace (both databases support `ON CONFLICT … DO UPDATE` with `excluded`).
+pub(crate) const UPSERT_CONSENT: &str = concat!(
+    "INSERT INTO consents (",
+    consent_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (user_id, client_id, resource) \
+     DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at"
+);
+
+// ---- sign-in throttling -------------------------------------------------------------------
+
+pub(crate) const INSERT_FAILURE: &str = "INSERT INTO sign_in_failures (key, at) VALUES ($1, $2)";
+pub(crate) const FAILURE_TIMES: &str = "SELECT at FROM sign_in_failures WHERE key = $1";
+pub(crate) const CLEAR_FAILURES: &str = "DELETE FROM sign_in_failures WHERE key = $1";
+pub(crate) const ALL_FAILURE_TIMES: &str = "SELECT id, at FROM sign_in_failures";
+
+/// `DELETE FROM <table> WHERE <column> IN ($1 … $count)`.
+pub(crate) fn delete_where_in(table: &str, column: &str, count: usize) -> String {
+    let placeholders = (1..=count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("DELETE FROM {table} WHERE {column} IN ({placeholders})")
+}
+
+/// How many values one `delete_where_in` statement binds at most.
+pub(crate) const DELETE_BATCH: usize = 500;
 
 pub(crate) const PING: &str = "SELECT 1";
 

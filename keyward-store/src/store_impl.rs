@@ -33,13 +33,14 @@ macro_rules! impl_store {
         const _: () = {
             use ::async_trait::async_trait;
             use ::keyward_core::model::{
-                Account, ApiResource, Application, AuditEvent, ClientSecret, Membership,
-                SigningKey, User,
+                Account, ApiResource, Application, AuditEvent, AuthorizationCode, ClientSecret,
+                Consent, Grant, Interaction, Membership, RefreshToken, Session, SigningKey, User,
             };
             use ::keyward_core::store::{
                 AccountFilter, AccountStore, ApplicationStore, AuditFilter, AuditStore,
-                MembershipStore, PageRequest, ResourceStore, SigningKeyStore, Store, StoreResult,
-                UserFilter, UserStore,
+                CodeRedemption, ConsentStore, GrantStore, MembershipStore, PageRequest,
+                RefreshRotation, ResourceStore, SessionStore, SigningKeyStore, Store, StoreResult,
+                ThrottleStore, UserFilter, UserStore,
             };
             use ::keyward_core::{Role, StoreError};
             use ::sqlx::types::Json;
@@ -50,8 +51,9 @@ macro_rules! impl_store {
             };
             use $crate::rows::{
                 convert_all, grants_json, scopes_json, sort_keys_oldest_first,
-                sort_secrets_newest_first, utc, AccountRow, ApplicationRow, AuditRow,
-                MembershipRow, ResourceRow, SecretRow, SigningKeyRow, UserRow,
+                sort_secrets_newest_first, utc, AccountRow, ApplicationRow, AuditRow, CodeRow,
+                ConsentRow, GrantRow, InteractionRow, MembershipRow, RefreshTokenRow, ResourceRow,
+                SecretRow, SessionRow, SigningKeyRow, UserRow,
             };
             use $crate::sql;
 
@@ -70,6 +72,28 @@ macro_rules! impl_store {
             /// Locks the application row (serialises secret rotations).
             const LOCK_APPLICATION: &str =
                 concat!("SELECT id FROM applications WHERE id = $1", $for_update);
+
+            /// Locks the grant row: redemptions, rotations and revocations of one grant
+            /// take turns. Every path locks the grant before its codes or tokens (and a
+            /// user delete cascades in the same order), so they cannot deadlock.
+            const LOCK_GRANT: &str = concat!(
+                "SELECT ",
+                $crate::sql::grant_columns!(),
+                " FROM grants WHERE id = $1",
+                $for_update
+            );
+            const LOCK_CODE: &str = concat!(
+                "SELECT ",
+                $crate::sql::code_columns!(),
+                " FROM authorization_codes WHERE digest = $1",
+                $for_update
+            );
+            const LOCK_REFRESH_TOKEN: &str = concat!(
+                "SELECT ",
+                $crate::sql::refresh_token_columns!(),
+                " FROM refresh_tokens WHERE digest = $1",
+                $for_update
+            );
 
             /// How often a cascading delete is retried when a concurrent insert adds a
             /// child under the tree between reading and deleting it.
@@ -224,6 +248,90 @@ macro_rules! impl_store {
                         .execute(&mut **tx)
                         .await
                         .map_err(internal)?;
+                    Ok(())
+                }
+
+                /// Deletes the rows of `table` whose `column` is one of `keys`, a batch of
+                /// keys per statement; returns how many went.
+                async fn delete_in_batches<K>(
+                    &self,
+                    table: &str,
+                    column: &str,
+                    keys: Vec<K>,
+                ) -> StoreResult<u64>
+                where
+                    K: for<'q> ::sqlx::Encode<'q, $db> + ::sqlx::Type<$db> + Send + 'static,
+                {
+                    let mut deleted = 0;
+                    let mut keys = keys.into_iter().peekable();
+                    while keys.peek().is_some() {
+                        let batch: Vec<K> = keys.by_ref().take(sql::DELETE_BATCH).collect();
+                        let text = sql::delete_where_in(table, column, batch.len());
+                        let mut query = ::sqlx::query::<$db>(&text);
+                        for key in batch {
+                            query = query.bind(key);
+                        }
+                        deleted += query
+                            .execute(&self.pool)
+                            .await
+                            .map_err(internal)?
+                            .rows_affected();
+                    }
+                    Ok(deleted)
+                }
+
+                /// Looks up the grant id of a code or refresh token (`lookup` binds the
+                /// digest) and locks that grant. `None` when either is gone.
+                async fn lock_grant_of(
+                    tx: &mut Tx,
+                    lookup: &'static str,
+                    digest: &[u8],
+                ) -> StoreResult<Option<Grant>> {
+                    let grant_id: Option<String> = ::sqlx::query_scalar(lookup)
+                        .bind(digest)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(internal)?;
+                    let Some(grant_id) = grant_id else {
+                        return Ok(None);
+                    };
+                    let row: Option<GrantRow> = ::sqlx::query_as(LOCK_GRANT)
+                        .bind(&grant_id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(internal)?;
+                    row.map(Grant::try_from).transpose()
+                }
+
+                async fn revoke_in(
+                    tx: &mut Tx,
+                    grant_id: &str,
+                    now: OffsetDateTime,
+                ) -> StoreResult<()> {
+                    ::sqlx::query(sql::REVOKE_GRANT)
+                        .bind(grant_id)
+                        .bind(utc(now))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn insert_refresh_token(
+                    tx: &mut Tx,
+                    token: &RefreshToken,
+                    grant_id: &str,
+                    expires_at: OffsetDateTime,
+                ) -> StoreResult<()> {
+                    ::sqlx::query(sql::INSERT_REFRESH_TOKEN)
+                        .bind(&token.digest)
+                        .bind(grant_id)
+                        .bind(utc(token.created_at))
+                        .bind(utc(expires_at))
+                        .bind(token.used_at.map(utc))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| write_error(e, StoreError::NotFound("grant")))?;
                     Ok(())
                 }
 
@@ -461,6 +569,49 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound("user"));
                     }
                     tx.commit().await.map_err(internal)
+                }
+
+                async fn find_user_by_login(&self, login: &str) -> StoreResult<Option<User>> {
+                    let row: Option<UserRow> = ::sqlx::query_as(sql::USER_BY_LOGIN)
+                        .bind(login)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    row.map(User::try_from).transpose()
+                }
+
+                async fn set_user_password(
+                    &self,
+                    id: &str,
+                    digest: &str,
+                    algorithm: &str,
+                    now: OffsetDateTime,
+                ) -> StoreResult<()> {
+                    let done = ::sqlx::query(sql::SET_USER_PASSWORD)
+                        .bind(id)
+                        .bind(digest)
+                        .bind(algorithm)
+                        .bind(utc(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound("user"));
+                    }
+                    Ok(())
+                }
+
+                async fn record_sign_in(&self, id: &str, now: OffsetDateTime) -> StoreResult<()> {
+                    let done = ::sqlx::query(sql::RECORD_SIGN_IN)
+                        .bind(id)
+                        .bind(utc(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound("user"));
+                    }
+                    Ok(())
                 }
             }
 
@@ -931,6 +1082,463 @@ macro_rules! impl_store {
                         .fetch_listing(sql::list_audit_events(filter, page))
                         .await?;
                     convert_all(rows)
+                }
+            }
+
+            // ---- sessions and interactions ------------------------------------------------
+
+            #[async_trait]
+            impl SessionStore for $store {
+                async fn create_session(&self, session: &Session) -> StoreResult<()> {
+                    ::sqlx::query(sql::INSERT_SESSION)
+                        .bind(&session.id)
+                        .bind(&session.handle_digest)
+                        .bind(&session.user_id)
+                        .bind(utc(session.auth_time))
+                        .bind(utc(session.created_at))
+                        .bind(utc(session.last_seen_at))
+                        .bind(utc(session.expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| write_error(e, StoreError::NotFound("user")))?;
+                    Ok(())
+                }
+
+                async fn find_session(
+                    &self,
+                    handle_digest: &[u8],
+                    now: OffsetDateTime,
+                ) -> StoreResult<Option<Session>> {
+                    let row: Option<SessionRow> = ::sqlx::query_as(sql::SESSION_BY_HANDLE)
+                        .bind(handle_digest)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(row
+                        .map(Session::from)
+                        .filter(|session| session.expires_at > now))
+                }
+
+                async fn touch_session(&self, id: &str, now: OffsetDateTime) -> StoreResult<()> {
+                    ::sqlx::query(sql::TOUCH_SESSION)
+                        .bind(id)
+                        .bind(utc(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn delete_session(&self, id: &str) -> StoreResult<()> {
+                    ::sqlx::query(sql::DELETE_SESSION)
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+                    let done = ::sqlx::query(sql::DELETE_USER_SESSIONS)
+                        .bind(user_id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn create_interaction(&self, interaction: &Interaction) -> StoreResult<()> {
+                    ::sqlx::query(sql::INSERT_INTERACTION)
+                        .bind(&interaction.id)
+                        .bind(&interaction.client_id)
+                        .bind(Json(&interaction.request))
+                        .bind(Json(&interaction.state))
+                        .bind(utc(interaction.created_at))
+                        .bind(utc(interaction.expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn get_interaction(
+                    &self,
+                    id: &str,
+                    now: OffsetDateTime,
+                ) -> StoreResult<Option<Interaction>> {
+                    let row: Option<InteractionRow> = ::sqlx::query_as(sql::INTERACTION_BY_ID)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(row
+                        .map(Interaction::from)
+                        .filter(|interaction| interaction.expires_at > now))
+                }
+
+                async fn update_interaction_state(
+                    &self,
+                    id: &str,
+                    state: &::serde_json::Value,
+                ) -> StoreResult<()> {
+                    let done = ::sqlx::query(sql::UPDATE_INTERACTION_STATE)
+                        .bind(id)
+                        .bind(Json(state))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound("interaction"));
+                    }
+                    Ok(())
+                }
+
+                async fn delete_interaction(&self, id: &str) -> StoreResult<()> {
+                    ::sqlx::query(sql::DELETE_INTERACTION)
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn purge_expired_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+                    // Expiry times never change, so rows found expired here can be deleted
+                    // by id without holding a transaction open.
+                    let mut purged = 0;
+                    for (select, table) in [
+                        (sql::SESSION_EXPIRIES, "sessions"),
+                        (sql::INTERACTION_EXPIRIES, "interactions"),
+                    ] {
+                        let rows: Vec<(String, OffsetDateTime)> = ::sqlx::query_as(select)
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(internal)?;
+                        let expired: Vec<String> = rows
+                            .into_iter()
+                            .filter(|(_, expires_at)| *expires_at <= now)
+                            .map(|(id, _)| id)
+                            .collect();
+                        purged += self.delete_in_batches(table, "id", expired).await?;
+                    }
+                    Ok(purged)
+                }
+            }
+
+            // ---- grants, codes and refresh tokens -----------------------------------------
+
+            #[async_trait]
+            impl GrantStore for $store {
+                async fn create_grant_with_code(
+                    &self,
+                    grant: &Grant,
+                    code: &AuthorizationCode,
+                ) -> StoreResult<()> {
+                    let mut tx = self.begin_write().await?;
+                    ::sqlx::query(sql::INSERT_GRANT)
+                        .bind(&grant.id)
+                        .bind(&grant.user_id)
+                        .bind(&grant.client_id)
+                        .bind(Json(&grant.scopes))
+                        .bind(&grant.resource)
+                        .bind(&grant.account_id)
+                        .bind(grant.role.map(Role::as_str))
+                        .bind(&grant.session_id)
+                        .bind(utc(grant.auth_time))
+                        .bind(utc(grant.created_at))
+                        .bind(utc(grant.expires_at))
+                        .bind(grant.revoked_at.map(utc))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| write_error(e, StoreError::NotFound("user")))?;
+                    // The code belongs to this grant whatever its `grant_id` says.
+                    ::sqlx::query(sql::INSERT_CODE)
+                        .bind(&code.digest)
+                        .bind(&grant.id)
+                        .bind(&code.redirect_uri)
+                        .bind(&code.code_challenge)
+                        .bind(&code.nonce)
+                        .bind(utc(code.created_at))
+                        .bind(utc(code.expires_at))
+                        .bind(code.redeemed_at.map(utc))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    tx.commit()
+                        .await
+                        .map_err(|e| write_error(e, StoreError::NotFound("user")))
+                }
+
+                async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>> {
+                    let row: Option<GrantRow> = ::sqlx::query_as(sql::GRANT_BY_ID)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    row.map(Grant::try_from).transpose()
+                }
+
+                async fn redeem_code(
+                    &self,
+                    digest: &[u8],
+                    now: OffsetDateTime,
+                ) -> StoreResult<CodeRedemption> {
+                    let mut tx = self.begin_write().await?;
+                    let Some(grant) =
+                        Self::lock_grant_of(&mut tx, sql::CODE_GRANT_ID, digest).await?
+                    else {
+                        return Ok(CodeRedemption::Invalid);
+                    };
+                    let row: Option<CodeRow> = ::sqlx::query_as(LOCK_CODE)
+                        .bind(digest)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    let Some(code) = row.map(AuthorizationCode::from) else {
+                        return Ok(CodeRedemption::Invalid);
+                    };
+                    if code.expires_at <= now || !grant.is_active(now) {
+                        return Ok(CodeRedemption::Invalid);
+                    }
+                    if code.redeemed_at.is_some() {
+                        Self::revoke_in(&mut tx, &grant.id, now).await?;
+                        tx.commit().await.map_err(internal)?;
+                        return Ok(CodeRedemption::Replayed { grant_id: grant.id });
+                    }
+                    ::sqlx::query(sql::REDEEM_CODE)
+                        .bind(digest)
+                        .bind(utc(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    // Read back what was stored (PostgreSQL keeps microseconds only).
+                    let redeemed: CodeRow = ::sqlx::query_as(sql::CODE_BY_DIGEST)
+                        .bind(digest)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    tx.commit().await.map_err(internal)?;
+                    Ok(CodeRedemption::Redeemed {
+                        code: redeemed.into(),
+                        grant: Box::new(grant),
+                    })
+                }
+
+                async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()> {
+                    // Capped like a rotated token. A grant's expiry never changes, so it
+                    // needs no lock; the foreign key catches a grant deleted meanwhile.
+                    let mut tx = self.begin_write().await?;
+                    let grant_expires_at: Option<OffsetDateTime> =
+                        ::sqlx::query_scalar(sql::GRANT_EXPIRY)
+                            .bind(&token.grant_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(internal)?;
+                    let grant_expires_at = grant_expires_at.ok_or(StoreError::NotFound("grant"))?;
+                    Self::insert_refresh_token(
+                        &mut tx,
+                        token,
+                        &token.grant_id,
+                        token.expires_at.min(grant_expires_at),
+                    )
+                    .await?;
+                    tx.commit()
+                        .await
+                        .map_err(|e| write_error(e, StoreError::NotFound("grant")))
+                }
+
+                async fn rotate_refresh_token(
+                    &self,
+                    presented_digest: &[u8],
+                    new: &RefreshToken,
+                    now: OffsetDateTime,
+                ) -> StoreResult<RefreshRotation> {
+                    let mut tx = self.begin_write().await?;
+                    let Some(grant) =
+                        Self::lock_grant_of(&mut tx, sql::REFRESH_TOKEN_GRANT_ID, presented_digest)
+                            .await?
+                    else {
+                        return Ok(RefreshRotation::Invalid);
+                    };
+                    let row: Option<RefreshTokenRow> = ::sqlx::query_as(LOCK_REFRESH_TOKEN)
+                        .bind(presented_digest)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    let Some(presented) = row.map(RefreshToken::from) else {
+                        return Ok(RefreshRotation::Invalid);
+                    };
+                    if presented.used_at.is_some() {
+                        Self::revoke_in(&mut tx, &grant.id, now).await?;
+                        tx.commit().await.map_err(internal)?;
+                        return Ok(RefreshRotation::Replayed { grant_id: grant.id });
+                    }
+                    if presented.expires_at <= now || !grant.is_active(now) {
+                        return Ok(RefreshRotation::Invalid);
+                    }
+                    ::sqlx::query(sql::USE_REFRESH_TOKEN)
+                        .bind(presented_digest)
+                        .bind(utc(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    Self::insert_refresh_token(
+                        &mut tx,
+                        new,
+                        &grant.id,
+                        new.expires_at.min(grant.expires_at),
+                    )
+                    .await?;
+                    tx.commit().await.map_err(internal)?;
+                    Ok(RefreshRotation::Rotated(Box::new(grant)))
+                }
+
+                async fn find_refresh_token(
+                    &self,
+                    digest: &[u8],
+                ) -> StoreResult<Option<(RefreshToken, Grant)>> {
+                    let row: Option<RefreshTokenRow> =
+                        ::sqlx::query_as(sql::REFRESH_TOKEN_BY_DIGEST)
+                            .bind(digest)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(internal)?;
+                    let Some(token) = row.map(RefreshToken::from) else {
+                        return Ok(None);
+                    };
+                    // None if the grant (and with it the token) went in between.
+                    Ok(self
+                        .get_grant(&token.grant_id)
+                        .await?
+                        .map(|grant| (token, grant)))
+                }
+
+                async fn revoke_grant(&self, id: &str, now: OffsetDateTime) -> StoreResult<bool> {
+                    let done = ::sqlx::query(sql::REVOKE_GRANT)
+                        .bind(id)
+                        .bind(utc(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    if done.rows_affected() > 0 {
+                        return Ok(true);
+                    }
+                    // Revoked already, or missing.
+                    self.exists(sql::GRANT_EXISTS, id).await
+                }
+
+                async fn revoke_session_grants(
+                    &self,
+                    session_id: &str,
+                    now: OffsetDateTime,
+                ) -> StoreResult<u64> {
+                    // Only ever from unrevoked to revoked, and expiry never changes: each
+                    // grant is revoked by its own statement, counted only when this call
+                    // revoked it.
+                    let unrevoked: Vec<(String, OffsetDateTime)> =
+                        ::sqlx::query_as(sql::UNREVOKED_SESSION_GRANTS)
+                            .bind(session_id)
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(internal)?;
+                    let mut revoked = 0;
+                    for (id, expires_at) in unrevoked {
+                        if expires_at > now {
+                            revoked += ::sqlx::query(sql::REVOKE_GRANT)
+                                .bind(&id)
+                                .bind(utc(now))
+                                .execute(&self.pool)
+                                .await
+                                .map_err(internal)?
+                                .rows_affected();
+                        }
+                    }
+                    Ok(revoked)
+                }
+            }
+
+            // ---- consents -----------------------------------------------------------------
+
+            #[async_trait]
+            impl ConsentStore for $store {
+                async fn get_consent(
+                    &self,
+                    user_id: &str,
+                    client_id: &str,
+                    resource: &str,
+                ) -> StoreResult<Option<Consent>> {
+                    let row: Option<ConsentRow> = ::sqlx::query_as(sql::CONSENT_BY_KEY)
+                        .bind(user_id)
+                        .bind(client_id)
+                        .bind(resource)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(row.map(Into::into))
+                }
+
+                async fn save_consent(&self, consent: &Consent) -> StoreResult<()> {
+                    ::sqlx::query(sql::UPSERT_CONSENT)
+                        .bind(&consent.user_id)
+                        .bind(&consent.client_id)
+                        .bind(&consent.resource)
+                        .bind(Json(&consent.scopes))
+                        .bind(utc(consent.updated_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| write_error(e, StoreError::NotFound("user")))?;
+                    Ok(())
+                }
+            }
+
+            // ---- sign-in throttling -------------------------------------------------------
+
+            #[async_trait]
+            impl ThrottleStore for $store {
+                async fn record_failure(&self, key: &str, now: OffsetDateTime) -> StoreResult<()> {
+                    ::sqlx::query(sql::INSERT_FAILURE)
+                        .bind(key)
+                        .bind(utc(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn count_failures(
+                    &self,
+                    key: &str,
+                    since: OffsetDateTime,
+                ) -> StoreResult<u32> {
+                    let times: Vec<OffsetDateTime> = ::sqlx::query_scalar(sql::FAILURE_TIMES)
+                        .bind(key)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    let count = times.into_iter().filter(|at| *at >= since).count();
+                    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+                }
+
+                async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+                    ::sqlx::query(sql::CLEAR_FAILURES)
+                        .bind(key)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    Ok(())
+                }
+
+                async fn purge_failures(&self, before: OffsetDateTime) -> StoreResult<u64> {
+                    let rows: Vec<(i64, OffsetDateTime)> = ::sqlx::query_as(sql::ALL_FAILURE_TIMES)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    let old: Vec<i64> = rows
+                        .into_iter()
+                        .filter(|(_, at)| *at < before)
+                        .map(|(id, _)| id)
+                        .collect();
+                    self.delete_in_batches("sign_in_failures", "id", old).await
                 }
             }
 

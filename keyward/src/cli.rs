@@ -144,9 +144,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listen, issuer = state.settings.issuer(), store = state.store.backend(), "keyward is serving");
-    axum::serve(listener, keyward_server::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        keyward_server::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     refresh.abort();
     Ok(())
 }

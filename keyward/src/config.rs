@@ -24,6 +24,20 @@ const ENV_SETTINGS: &[&str] = &[
     "client_cache_ttl_secs",
     "key_refresh_interval_secs",
     "log_json",
+    "session_ttl_secs",
+    "session_idle_secs",
+    "interaction_ttl_secs",
+    "authorization_code_ttl_secs",
+    "refresh_token_idle_secs",
+    "refresh_token_absolute_secs",
+    "id_token_ttl_secs",
+    "argon2_memory_kib",
+    "argon2_iterations",
+    "argon2_parallelism",
+    "signin_max_failures_per_account",
+    "signin_max_failures_per_address",
+    "signin_throttle_window_secs",
+    "secure_cookies",
 ];
 
 pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {

@@ -29,7 +29,7 @@ fn object_or_empty(field: &'static str, value: Option<Value>) -> Result<Value, A
     }
 }
 
-async fn build_user(
+pub(crate) async fn build_user(
     state: &AppState,
     body: proto::CreateUser,
     application_id: Option<String>,

@@ -24,16 +24,40 @@ fn metadata(state: &AppState) -> Value {
         algs.dedup();
         algs
     };
+    let mut scopes: Vec<&str> = keyward_core::authz::IDENTITY_SCOPES.to_vec();
+    scopes.extend(
+        keyward_core::scope::MANAGEMENT_SCOPES
+            .iter()
+            .map(|(name, _)| *name),
+    );
     json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
         "token_endpoint": format!("{issuer}/oauth2/token"),
+        "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "end_session_endpoint": format!("{issuer}/oauth2/end-session"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "subject_types_supported": ["public"],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login", "consent"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "scopes_supported": keyward_core::scope::MANAGEMENT_SCOPES.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": scopes,
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "sid",
+            "name", "preferred_username", "picture", "email", "email_verified", "phone_number", "updated_at", "acc", "role"],
+        "id_token_signing_alg_values_supported": algorithms.clone(),
         "access_token_signing_alg_values_supported": algorithms,
         "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
+        "resource_indicators_supported": true,
         "service_documentation": format!("{issuer}/api/openapi.json"),
     })
 }

@@ -14,6 +14,7 @@ use keyward_proto::{TokenRequest, TokenResponse};
 use time::OffsetDateTime;
 
 use crate::error::OAuthError;
+use crate::extract::RequestId;
 use crate::metrics::{ErrorLabels, GrantLabels};
 use crate::oauth::client_auth::{authenticate, presented_client};
 use crate::state::AppState;
@@ -31,8 +32,13 @@ use crate::state::AppState;
         (status = 401, description = "Client authentication failed", body = keyward_proto::OAuthErrorBody),
     )
 )]
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match issue(&state, &headers, &body).await {
+pub async fn token(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match issue(&state, &request_id, &headers, &body).await {
         Ok((grant_type, response)) => {
             state
                 .metrics
@@ -60,6 +66,7 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
 
 async fn issue(
     state: &AppState,
+    request_id: &RequestId,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(String, TokenResponse), OAuthError> {
@@ -72,15 +79,10 @@ async fn issue(
     let client = authenticate(state, &presented).await?;
     let response = match request.grant_type.as_str() {
         "client_credentials" => client_credentials(state, &client, &request).await?,
-        "authorization_code" | "refresh_token" => {
-            return Err(OAuthError::new(
-                "unsupported_grant_type",
-                format!(
-                    "the {} grant is not enabled on this server",
-                    request.grant_type
-                ),
-            ))
+        "authorization_code" => {
+            super::authorization_code::exchange(state, request_id, &client, &request).await?
         }
+        "refresh_token" => super::refresh::refresh(state, request_id, &client, &request).await?,
         "" => return Err(OAuthError::invalid_request("grant_type is required")),
         other => {
             return Err(OAuthError::new(
@@ -94,7 +96,7 @@ async fn issue(
 
 /// Accepts `application/x-www-form-urlencoded` (RFC 6749 §4.4.2) and `application/json`.
 /// A parameter sent twice is an error (RFC 6749 §3.2).
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -195,6 +197,7 @@ async fn client_credentials(
             application_id: Some(client.id.clone()),
             account_id: None,
             role: None,
+            grant_id: None,
         },
         OffsetDateTime::now_utc(),
     )

@@ -5,6 +5,7 @@ mod testkit;
 
 mod audit;
 mod discovery_keys;
+mod interactive;
 mod management_rules;
 mod multi_node;
 mod seed_flow;

@@ -86,7 +86,12 @@ impl TestServer {
         let (state, _report) = keyward_server::prepare(settings).await.unwrap();
         let app = keyward_server::router(state.clone());
         let handle = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
         Self {
             base,

@@ -46,9 +46,13 @@ macro_rules! assert_err {
 mod accounts;
 mod applications;
 mod audit;
+mod consents;
+mod grants;
 mod memberships;
 mod resources;
+mod sessions;
 mod signing_keys;
 mod store;
 mod support;
+mod throttle;
 mod users;

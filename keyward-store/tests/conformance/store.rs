@@ -4,7 +4,7 @@ use keyward_core::store::{AccountFilter, Store};
 use keyward_core::{Role, StoreError};
 use keyward_store::test_support::{drop_postgres_database, fresh_postgres_url, sqlite_url_in};
 
-use crate::support::{account, application, audit_event, membership, page, user};
+use crate::support::{account, application, audit_event, code, grant, membership, page, user};
 
 async fn ping_and_backend(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
@@ -75,12 +75,21 @@ async fn unknown_stored_values_are_internal_errors(store: Arc<dyn Store>, url: S
     store.create_application(&app).await.unwrap();
     let event = audit_event("x", "y", "z", keyward_core::AuditOutcome::Success);
     store.append_audit_event(&event).await.unwrap();
+    let g = keyward_core::model::Grant {
+        role: Some(Role::Admin),
+        ..grant(&u.id, None, 3600)
+    };
+    store
+        .create_grant_with_code(&g, &code(&g.id, 60))
+        .await
+        .unwrap();
 
     let backend = store.backend();
     raw_execute(backend, &url, "UPDATE users SET status = 'zombie'").await;
     raw_execute(backend, &url, "UPDATE memberships SET role = 'emperor'").await;
     raw_execute(backend, &url, "UPDATE applications SET kind = 'toaster'").await;
     raw_execute(backend, &url, "UPDATE audit_events SET outcome = 'maybe'").await;
+    raw_execute(backend, &url, "UPDATE grants SET role = 'emperor'").await;
 
     assert_err!(store.get_user(&u.id).await, StoreError::Internal(_));
     assert_err!(
@@ -101,6 +110,7 @@ async fn unknown_stored_values_are_internal_errors(store: Arc<dyn Store>, url: S
             .await,
         StoreError::Internal(_)
     );
+    assert_err!(store.get_grant(&g.id).await, StoreError::Internal(_));
     // Other aggregates are unaffected.
     assert_eq!(
         store

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use keyward_core::id::{new_id, IdKind};
 use keyward_core::model::{
-    Account, ApiResource, Application, AuditEvent, ClientSecret, Membership, ResourceGrant,
-    ScopeDefinition, SigningKey, User,
+    Account, ApiResource, Application, AuditEvent, AuthorizationCode, ClientSecret, Grant,
+    Interaction, Membership, RefreshToken, ResourceGrant, ScopeDefinition, Session, SigningKey,
+    User,
 };
 use keyward_core::store::{PageRequest, Store};
 use keyward_core::{ApplicationKind, AuditOutcome, Role, UserStatus};
@@ -195,6 +196,77 @@ pub fn audit_event(action: &str, actor: &str, target: &str, outcome: AuditOutcom
         reason: None,
         request_id: Some("req-1".to_owned()),
         details: json!({ "changed": ["name"], "n": 1 }),
+    }
+}
+
+/// A fresh, unique digest (with a NUL and a 0xFF byte, to check binary round trips).
+pub fn digest() -> Vec<u8> {
+    let mut bytes = vec![0, 255];
+    bytes.extend_from_slice(new_id(IdKind::AuditEvent).as_bytes());
+    bytes
+}
+
+pub fn session(user_id: &str, expires: i64) -> Session {
+    Session {
+        id: new_id(IdKind::Session),
+        handle_digest: digest(),
+        user_id: user_id.to_owned(),
+        auth_time: t(-5),
+        created_at: t(0),
+        last_seen_at: t(0),
+        expires_at: t(expires),
+    }
+}
+
+pub fn interaction(client_id: &str, expires: i64) -> Interaction {
+    Interaction {
+        id: new_id(IdKind::Session).replacen("ses_", "int_", 1),
+        client_id: client_id.to_owned(),
+        request: json!({ "redirect_uri": "https://app.example.com/callback", "scope": ["openid"] }),
+        state: json!({ "step": "sign_in" }),
+        created_at: t(0),
+        expires_at: t(expires),
+    }
+}
+
+/// An active grant of `user_id` to `web-app`, expiring at `t(expires)`.
+pub fn grant(user_id: &str, session_id: Option<&str>, expires: i64) -> Grant {
+    Grant {
+        id: new_id(IdKind::Grant),
+        user_id: user_id.to_owned(),
+        client_id: "web-app".to_owned(),
+        scopes: vec!["openid".to_owned(), "offline_access".to_owned()],
+        resource: Some("https://api.example.com".to_owned()),
+        account_id: None,
+        role: None,
+        session_id: session_id.map(str::to_owned),
+        auth_time: t(-5),
+        created_at: t(0),
+        expires_at: t(expires),
+        revoked_at: None,
+    }
+}
+
+pub fn code(grant_id: &str, expires: i64) -> AuthorizationCode {
+    AuthorizationCode {
+        digest: digest(),
+        grant_id: grant_id.to_owned(),
+        redirect_uri: "https://app.example.com/callback".to_owned(),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
+        nonce: Some("n-0S6_WzA2Mj".to_owned()),
+        created_at: t(0),
+        expires_at: t(expires),
+        redeemed_at: None,
+    }
+}
+
+pub fn refresh_token(grant_id: &str, created: i64, expires: i64) -> RefreshToken {
+    RefreshToken {
+        digest: digest(),
+        grant_id: grant_id.to_owned(),
+        created_at: t(created),
+        expires_at: t(expires),
+        used_at: None,
     }
 }
 

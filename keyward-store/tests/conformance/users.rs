@@ -481,3 +481,90 @@ async fn delete_user_rules(store: Arc<dyn Store>) {
     );
 }
 conformance!(delete_user_rules => delete_user_rules_sqlite, delete_user_rules_postgres);
+
+async fn find_user_by_login(store: Arc<dyn Store>) {
+    let mut alice = user(Some("Alice.W"), Some("Alice@Example.com"));
+    alice.primary_phone = Some("+14155550100".to_owned());
+    let bob = user(Some("bob"), Some("bob@example.org"));
+    let nameless = user(None, None);
+    for u in [&alice, &bob, &nameless] {
+        store.create_user(u).await.unwrap();
+    }
+
+    let find = |login: &str| {
+        let store = store.clone();
+        let login = login.to_owned();
+        async move {
+            store
+                .find_user_by_login(&login)
+                .await
+                .unwrap()
+                .map(|u| u.id)
+        }
+    };
+    // Username and email: case-insensitive, exact.
+    assert_eq!(find("alice.w").await, Some(alice.id.clone()));
+    assert_eq!(find("ALICE.W").await, Some(alice.id.clone()));
+    assert_eq!(find("alice@example.COM").await, Some(alice.id.clone()));
+    assert_eq!(find("Alice@Example.com").await, Some(alice.id.clone()));
+    assert_eq!(find("BOB").await, Some(bob.id.clone()));
+    assert_eq!(find("Bob@Example.org").await, Some(bob.id.clone()));
+    // Phone: exact E.164.
+    assert_eq!(find("+14155550100").await, Some(alice.id.clone()));
+    assert_eq!(find("14155550100").await, None);
+    // No partial matches, no match on absent values.
+    assert_eq!(find("alice").await, None);
+    assert_eq!(find("alice@example").await, None);
+    assert_eq!(find("").await, None);
+    assert_eq!(find("%").await, None);
+
+    // The whole user comes back.
+    assert_eq!(
+        store.find_user_by_login("alice.w").await.unwrap(),
+        Some(alice.clone())
+    );
+}
+conformance!(find_user_by_login => find_user_by_login_sqlite, find_user_by_login_postgres);
+
+async fn set_password_and_record_sign_in(store: Arc<dyn Store>) {
+    let alice = user(Some("alice"), None);
+    store.create_user(&alice).await.unwrap();
+
+    store
+        .set_user_password(
+            &alice.id,
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            "argon2id",
+            t(10),
+        )
+        .await
+        .unwrap();
+    let read = store.get_user(&alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        read,
+        User {
+            password_digest: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()),
+            password_algorithm: Some("argon2id".to_owned()),
+            updated_at: t(10),
+            ..alice.clone()
+        }
+    );
+
+    store.record_sign_in(&alice.id, t(20)).await.unwrap();
+    let read = store.get_user(&alice.id).await.unwrap().unwrap();
+    assert_eq!(read.last_sign_in_at, Some(t(20)));
+    assert_eq!(read.updated_at, t(10), "a sign-in is not an update");
+
+    assert_err!(
+        store
+            .set_user_password("usr_missing", "x", "argon2id", t(1))
+            .await,
+        StoreError::NotFound("user")
+    );
+    assert_err!(
+        store.record_sign_in("usr_missing", t(1)).await,
+        StoreError::NotFound("user")
+    );
+}
+conformance!(set_password_and_record_sign_in
+    => set_password_and_record_sign_in_sqlite, set_password_and_record_sign_in_postgres);
