@@ -89,7 +89,8 @@ pub trait UserStore: Send + Sync {
     /// Writes every mutable field and `updated_at`. Same conflicts as `create_user`.
     /// Errors: `NotFound("user")`.
     async fn update_user(&self, user: &User) -> StoreResult<()>;
-    /// Deletes the user and their memberships. Without `force`, refuses with
+    /// Deletes the user with their memberships, sessions, grants (and so their codes and
+    /// refresh tokens) and consents. Without `force`, refuses with
     /// `UserIsLastOwner` when the user is the only owner of any account (the account would
     /// be left without an owner). Errors: `NotFound("user")`.
     async fn delete_user(&self, id: &str, force: bool) -> StoreResult<()>;

@@ -210,7 +210,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Reloads signing keys periodically (rotation activates keys later than this interval,
-/// so every node knows a key before any node signs with it) and purges long-retired keys.
+/// so every node knows a key before any node signs with it) and purges long-retired keys,
+/// expired sessions and old sign-in failures.
 pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_secs(state.settings.key_refresh_interval_secs.max(1));
     tokio::spawn(async move {
@@ -221,9 +222,18 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
             if let Err(e) = state.reload_keys().await {
                 tracing::warn!(error = %e, "could not reload signing keys");
             }
-            let week_ago = OffsetDateTime::now_utc() - time::Duration::days(7);
+            let now = OffsetDateTime::now_utc();
+            let week_ago = now - time::Duration::days(7);
             if let Err(e) = state.store.purge_retired_signing_keys(week_ago).await {
                 tracing::warn!(error = %e, "could not purge retired signing keys");
+            }
+            // Expired sessions and interactions, and failures outside the throttle window.
+            if let Err(e) = state.store.purge_expired_sessions(now).await {
+                tracing::warn!(error = %e, "could not purge expired sessions");
+            }
+            let window = time::Duration::seconds(state.settings.signin_throttle_window_secs);
+            if let Err(e) = state.store.purge_failures(now - window).await {
+                tracing::warn!(error = %e, "could not purge sign-in failures");
             }
         }
     })
