@@ -14,6 +14,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL handles concurrent writers itself (the SQLite store keeps
+    /// a separate single-connection writer).
+    writer: PgPool,
 }
 
 impl PostgresStore {
@@ -24,7 +27,10 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(|e| StoreError::Internal(format!("connecting to PostgreSQL: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 
     /// The underlying connection pool.

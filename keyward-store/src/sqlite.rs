@@ -14,9 +14,15 @@ use crate::store_impl::impl_store;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A Keyward store in a SQLite database file (WAL mode, foreign keys enforced).
+///
+/// Reads use a pool of connections; every write goes through one dedicated connection.
+/// SQLite allows one writer at a time, and a writer that finds the lock taken sleeps in
+/// growing steps (up to 100 ms) in its busy handler; queueing writes in-process instead
+/// keeps them flowing in order with no sleeps.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -31,12 +37,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening SQLite database {url:?}: {e}")))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Internal(format!("opening SQLite database {url:?}: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 
     /// The underlying connection pool.

@@ -101,7 +101,7 @@ macro_rules! impl_store {
 
             impl $store {
                 async fn begin_write(&self) -> StoreResult<Tx> {
-                    self.pool.begin_with($begin_write).await.map_err(internal)
+                    self.writer.begin_with($begin_write).await.map_err(internal)
                 }
 
                 async fn exists(&self, query: &'static str, id: &str) -> StoreResult<bool> {
@@ -272,7 +272,7 @@ macro_rules! impl_store {
                             query = query.bind(key);
                         }
                         deleted += query
-                            .execute(&self.pool)
+                            .execute(&self.writer)
                             .await
                             .map_err(internal)?
                             .rows_affected();
@@ -366,7 +366,7 @@ macro_rules! impl_store {
                         .bind(Json(&account.custom_data))
                         .bind(utc(account.created_at))
                         .bind(utc(account.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("parent account")))?;
                     Ok(())
@@ -397,7 +397,7 @@ macro_rules! impl_store {
                         .bind(&account.name)
                         .bind(Json(&account.custom_data))
                         .bind(utc(account.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -414,7 +414,7 @@ macro_rules! impl_store {
                         loop {
                             match ::sqlx::query(sql::DELETE_ACCOUNT_TREE)
                                 .bind(id)
-                                .execute(&self.pool)
+                                .execute(&self.writer)
                                 .await
                             {
                                 Ok(done) if done.rows_affected() == 0 => {
@@ -487,7 +487,7 @@ macro_rules! impl_store {
                         .bind(user.last_sign_in_at.map(utc))
                         .bind(utc(user.created_at))
                         .bind(utc(user.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("application")))?;
                     Ok(())
@@ -530,7 +530,7 @@ macro_rules! impl_store {
                         .bind(&user.password_algorithm)
                         .bind(user.last_sign_in_at.map(utc))
                         .bind(utc(user.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("application")))?;
                     if done.rows_affected() == 0 {
@@ -592,7 +592,7 @@ macro_rules! impl_store {
                         .bind(digest)
                         .bind(algorithm)
                         .bind(utc(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -605,7 +605,7 @@ macro_rules! impl_store {
                     let done = ::sqlx::query(sql::RECORD_SIGN_IN)
                         .bind(id)
                         .bind(utc(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -627,7 +627,7 @@ macro_rules! impl_store {
                         .bind(membership.role.as_str())
                         .bind(utc(membership.created_at))
                         .bind(utc(membership.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await;
                     match inserted {
                         Ok(_) => Ok(()),
@@ -812,7 +812,7 @@ macro_rules! impl_store {
                         .bind(&app.account_id)
                         .bind(app.access_token_ttl_secs)
                         .bind(utc(app.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("account")))?;
                     if done.rows_affected() == 0 {
@@ -825,7 +825,7 @@ macro_rules! impl_store {
                     // Secrets cascade; users.application_id is set to NULL.
                     let done = ::sqlx::query(sql::DELETE_APPLICATION)
                         .bind(id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -880,7 +880,7 @@ macro_rules! impl_store {
                     let done = ::sqlx::query(sql::DELETE_SECRET)
                         .bind(application_id)
                         .bind(secret_id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -904,7 +904,7 @@ macro_rules! impl_store {
                         .bind(resource.management)
                         .bind(utc(resource.created_at))
                         .bind(utc(resource.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(conflict_or_internal)?;
                     Ok(())
@@ -947,7 +947,7 @@ macro_rules! impl_store {
                         .bind(scopes_json(&resource.scopes))
                         .bind(resource.access_token_ttl_secs)
                         .bind(utc(resource.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -959,7 +959,7 @@ macro_rules! impl_store {
                 async fn delete_resource(&self, id: &str) -> StoreResult<()> {
                     let done = ::sqlx::query(sql::DELETE_RESOURCE)
                         .bind(id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -1067,7 +1067,7 @@ macro_rules! impl_store {
                         .bind(&event.reason)
                         .bind(&event.request_id)
                         .bind(Json(&event.details))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1098,7 +1098,7 @@ macro_rules! impl_store {
                         .bind(utc(session.created_at))
                         .bind(utc(session.last_seen_at))
                         .bind(utc(session.expires_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("user")))?;
                     Ok(())
@@ -1123,7 +1123,7 @@ macro_rules! impl_store {
                     ::sqlx::query(sql::TOUCH_SESSION)
                         .bind(id)
                         .bind(utc(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1132,7 +1132,7 @@ macro_rules! impl_store {
                 async fn delete_session(&self, id: &str) -> StoreResult<()> {
                     ::sqlx::query(sql::DELETE_SESSION)
                         .bind(id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1141,7 +1141,7 @@ macro_rules! impl_store {
                 async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
                     let done = ::sqlx::query(sql::DELETE_USER_SESSIONS)
                         .bind(user_id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(done.rows_affected())
@@ -1155,7 +1155,7 @@ macro_rules! impl_store {
                         .bind(Json(&interaction.state))
                         .bind(utc(interaction.created_at))
                         .bind(utc(interaction.expires_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1184,7 +1184,7 @@ macro_rules! impl_store {
                     let done = ::sqlx::query(sql::UPDATE_INTERACTION_STATE)
                         .bind(id)
                         .bind(Json(state))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() == 0 {
@@ -1196,7 +1196,7 @@ macro_rules! impl_store {
                 async fn delete_interaction(&self, id: &str) -> StoreResult<()> {
                     ::sqlx::query(sql::DELETE_INTERACTION)
                         .bind(id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1417,7 +1417,7 @@ macro_rules! impl_store {
                     let done = ::sqlx::query(sql::REVOKE_GRANT)
                         .bind(id)
                         .bind(utc(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     if done.rows_affected() > 0 {
@@ -1447,7 +1447,7 @@ macro_rules! impl_store {
                             revoked += ::sqlx::query(sql::REVOKE_GRANT)
                                 .bind(&id)
                                 .bind(utc(now))
-                                .execute(&self.pool)
+                                .execute(&self.writer)
                                 .await
                                 .map_err(internal)?
                                 .rows_affected();
@@ -1484,7 +1484,7 @@ macro_rules! impl_store {
                         .bind(&consent.resource)
                         .bind(Json(&consent.scopes))
                         .bind(utc(consent.updated_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("user")))?;
                     Ok(())
@@ -1499,7 +1499,7 @@ macro_rules! impl_store {
                     ::sqlx::query(sql::INSERT_FAILURE)
                         .bind(key)
                         .bind(utc(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1522,7 +1522,7 @@ macro_rules! impl_store {
                 async fn clear_failures(&self, key: &str) -> StoreResult<()> {
                     ::sqlx::query(sql::CLEAR_FAILURES)
                         .bind(key)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1548,7 +1548,7 @@ macro_rules! impl_store {
             impl Store for $store {
                 async fn ping(&self) -> StoreResult<()> {
                     ::sqlx::query(sql::PING)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(internal)?;
                     Ok(())
@@ -1558,7 +1558,7 @@ macro_rules! impl_store {
                     let attempts: u32 = $migrate_attempts;
                     let mut attempt = 1;
                     loop {
-                        match $migrator.run(&self.pool).await {
+                        match $migrator.run(&self.writer).await {
                             Ok(()) => return Ok(()),
                             Err(e) if attempt < attempts => {
                                 ::tracing::debug!(
