@@ -8,9 +8,10 @@
 # PostgreSQL when BENCH_DATABASE_URL is set (an empty, dedicated database).
 #
 # Environment (all optional):
-#   DURATION=15            measured seconds of sign-ins
-#   WARMUP=3               seconds of sign-ins before the measurement
-#   ARGON2_SECS=10         seconds of raw Argon2id verification
+#   DURATION=15            measured seconds of sign-ins (over all rounds)
+#   WARMUP=3               seconds of sign-ins before the first measurement
+#   ARGON2_SECS=10         seconds of raw Argon2id verification (over all rounds)
+#   ROUNDS=3               alternating rounds of raw Argon2id and of sign-ins
 #   CONCURRENCY=8          sign-in workers (each its own connection and cookie jar)
 #   USERS=64               distinct users created and signed in
 #   BENCH_DATABASE_URL     postgres://… for a second run on PostgreSQL
@@ -26,6 +27,7 @@ ROOT=$(pwd)
 DURATION=${DURATION:-15}
 WARMUP=${WARMUP:-3}
 ARGON2_SECS=${ARGON2_SECS:-10}
+ROUNDS=${ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-8}
 USERS=${USERS:-64}
 ARGON2_MEMORY_KIB=19456
@@ -105,7 +107,7 @@ run() {
   start_keyward "$name" "$database_url" "$port"
   local args=(--url "http://127.0.0.1:$port" --admin-client-id "$CLIENT_ID" --admin-client-secret "$CLIENT_SECRET"
     --users "$USERS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
-    --argon2-secs "$ARGON2_SECS" --argon2-memory-kib "$ARGON2_MEMORY_KIB"
+    --argon2-secs "$ARGON2_SECS" --rounds "$ROUNDS" --server-pid "$SERVER_PID" --argon2-memory-kib "$ARGON2_MEMORY_KIB"
     --argon2-iterations "$ARGON2_ITERATIONS" --argon2-parallelism "$ARGON2_PARALLELISM"
     --store "$name" --out "$result")
   [ "${ENFORCE:-0}" = 1 ] && args+=(--enforce)

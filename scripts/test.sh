@@ -121,4 +121,8 @@ FLOW_DB="kw_test_flow_$$"
 psql "$KEYWARD_TEST_POSTGRES_URL" -qc "CREATE DATABASE $FLOW_DB" >/dev/null
 run_flow postgres "postgres://postgres@$PGHOST_ADDR:$PGPORT_NUM/$FLOW_DB"
 
+# --- the interactive flow: headless Chromium and Authlib against live servers -------------
+log "interactive flow: browser (Chromium + playwright-core) and Authlib, SQLite + PostgreSQL"
+SKIP_BUILD=1 bash scripts/interactive_tests.sh
+
 log "all tests passed"

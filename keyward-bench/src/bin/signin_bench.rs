@@ -9,14 +9,18 @@
 //! 1. Set-up through the management API (admin client credentials): a first-party `web`
 //!    application whose redirect URI gives the `Origin` the JSON sign-in endpoint accepts,
 //!    and `--users` distinct users with passwords (`POST /api/applications/{id}/users`).
-//! 2. Raw Argon2id: one std thread per core, each verifying a correct password against a
-//!    PHC hash with the server's parameters, for `--argon2-secs`. The server is idle.
-//! 3. Sign-ins: `--concurrency` workers, each with its own HTTP connection and cookie jar:
-//!    `GET /auth/csrf` (token + `kw_csrf` cookie), then `POST /auth/sign-in` JSON
-//!    `{client_id, login, password}` with `X-CSRF-Token` and `Origin`, cycling through its
-//!    users; the session cookie is dropped before each sign-in so each one is a fresh
-//!    sign-in. Only 200s count; any other answer is an error and fails the run (so
-//!    throttling, which only follows failed sign-ins, never kicks in).
+//! 2. `--rounds` alternating rounds of:
+//!    - raw Argon2id: one std thread per core, each verifying a correct password against a
+//!      PHC hash with the server's parameters (the server is idle meanwhile);
+//!    - sign-ins: `--concurrency` workers, each with its own HTTP connection and cookie
+//!      jar: `GET /auth/csrf` (token + `kw_csrf` cookie), then `POST /auth/sign-in` JSON
+//!      `{client_id, login, password}` with `X-CSRF-Token` and `Origin`, cycling through
+//!      its users; the session cookie is dropped before each sign-in so each one is a fresh
+//!      sign-in. Only 200s count; any other answer is an error and fails the run (so
+//!      throttling, which only follows failed sign-ins, never kicks in).
+//!
+//!    Alternating makes a change in the machine's other load hit both figures alike; the
+//!    CPU used by other processes (and by the server, with `--server-pid`) is reported.
 //!
 //! Writes the figures as JSON (`--out`, default `target/bench-signin/result.json`).
 
@@ -54,15 +58,19 @@ struct Args {
     /// Concurrent sign-in workers (each its own connection and cookie jar).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Measured seconds of sign-ins.
+    /// Measured seconds of sign-ins, over all rounds.
     #[arg(long, default_value_t = 15)]
     duration: u64,
-    /// Seconds of sign-ins before the measurement (not counted).
+    /// Seconds of sign-ins before the first round's measurement (not counted); later
+    /// rounds warm up for one second.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// Seconds of raw Argon2id verification.
+    /// Seconds of raw Argon2id verification, over all rounds.
     #[arg(long, default_value_t = 10)]
     argon2_secs: u64,
+    /// Alternating rounds of raw Argon2id and of sign-ins.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Threads for the raw Argon2id measurement (default: one per core).
     #[arg(long)]
     argon2_threads: Option<usize>,
@@ -73,6 +81,10 @@ struct Args {
     argon2_iterations: u32,
     #[arg(long, default_value_t = 1)]
     argon2_parallelism: u32,
+    /// The server's process id, when it runs on this machine: its CPU use during the
+    /// sign-ins is reported (Linux /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Runtime threads of this load generator (keep it small: it shares the cores).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -94,6 +106,8 @@ struct Args {
 const PASSWORD_PREFIX: &str = "bench-password-";
 /// The Origin sent with JSON sign-ins; the application's redirect URI is on it.
 const APP_ORIGIN: &str = "http://127.0.0.1:9";
+/// The password of the raw Argon2id measurement.
+const ARGON2_PASSWORD: &str = "correct horse battery staple";
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -106,6 +120,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn per_sec(count: u64, seconds: f64) -> f64 {
+    count as f64 / seconds.max(f64::MIN_POSITIVE)
+}
+
 fn run(args: Args) -> Result<ExitCode> {
     let cores = std::thread::available_parallelism()
         .map(usize::from)
@@ -116,45 +134,121 @@ fn run(args: Args) -> Result<ExitCode> {
         .build()?;
     let base = args.url.trim_end_matches('/').to_owned();
 
-    // --- 1. set-up -----------------------------------------------------------------------
+    // --- 1. set-up -------------------------------------------------------------------------
     eprintln!("==> set-up: application and {} users on {base}", args.users);
     let setup = rt.block_on(setup(&args, &base))?;
 
-    // --- 2. raw Argon2id -------------------------------------------------------------------
+    // --- 2. alternating rounds: raw Argon2id (server idle), then sign-ins --------------------
     let threads = args.argon2_threads.unwrap_or(cores).max(1);
+    let rounds = args.rounds.max(1);
+    let argon_round = Duration::from_secs_f64(args.argon2_secs.max(1) as f64 / f64::from(rounds));
+    let signin_round = Duration::from_secs_f64(args.duration.max(1) as f64 / f64::from(rounds));
     eprintln!(
-        "==> raw Argon2id verify (m={} KiB, t={}, p={}): {threads} threads, {} s",
-        args.argon2_memory_kib, args.argon2_iterations, args.argon2_parallelism, args.argon2_secs
+        "==> {rounds} rounds of: raw Argon2id verify (m={} KiB, t={}, p={}, {threads} threads) \
+         {:.1} s, then sign-ins ({} workers, {} users) {:.1} s; first warm-up {} s",
+        args.argon2_memory_kib,
+        args.argon2_iterations,
+        args.argon2_parallelism,
+        argon_round.as_secs_f64(),
+        args.concurrency,
+        args.users,
+        signin_round.as_secs_f64(),
+        args.warmup
     );
-    let argon = argon2_rate(&args, threads)?;
-    eprintln!(
-        "    {} verifies in {:.2} s = {:.1}/s ({:.1} ms each per thread)",
-        argon.count,
-        argon.seconds,
-        argon.per_sec,
-        1000.0 * threads as f64 / argon.per_sec.max(f64::MIN_POSITIVE)
-    );
+    let phc = argon2_hash(&args)?;
+    let (mut verifies, mut argon_secs) = (0u64, 0.0f64);
+    let mut signin = SigninTotals::default();
+    let mut cpu_argon = CpuUse::default();
+    let mut cpu_signin = CpuUse::default();
+    for round in 1..=rounds {
+        let probe = CpuProbe::start(args.server_pid);
+        let (count, seconds) = argon2_verify_for(&phc, threads, argon_round)?;
+        cpu_argon.add(probe.stop());
+        verifies += count;
+        argon_secs += seconds;
+        eprintln!(
+            "    round {round}: raw Argon2id {count} verifies in {seconds:.2} s = {:.1}/s",
+            per_sec(count, seconds)
+        );
 
-    // --- 3. sign-ins -------------------------------------------------------------------------
+        let warmup = if round == 1 {
+            Duration::from_secs(args.warmup)
+        } else {
+            Duration::from_secs(1)
+        };
+        let (part, cpu) = rt.block_on(signin_load(&args, &base, &setup, warmup, signin_round))?;
+        cpu_signin.add(cpu);
+        eprintln!(
+            "    round {round}: {} sign-ins in {:.2} s = {:.1}/s, {} errors",
+            part.ok,
+            part.seconds,
+            per_sec(part.ok, part.seconds),
+            part.errors
+        );
+        let failed = part.errors > 0;
+        signin.absorb(part);
+        if failed {
+            break;
+        }
+    }
+    let argon_rate = per_sec(verifies, argon_secs);
+    let signin = signin.finish();
     eprintln!(
-        "==> sign-ins: {} workers, {} users, warm-up {} s, measured {} s",
-        args.concurrency, args.users, args.warmup, args.duration
+        "    raw Argon2id: {verifies} verifies in {argon_secs:.2} s = {argon_rate:.1}/s \
+         ({:.1} ms each per thread)",
+        1000.0 * threads as f64 / argon_rate.max(f64::MIN_POSITIVE)
     );
-    let signin = rt.block_on(signin_load(&args, &base, &setup))?;
     eprintln!(
-        "    {} sign-ins in {:.2} s = {:.1}/s (p50 {:.1} ms, p99 {:.1} ms), {} errors",
+        "    sign-ins: {} in {:.2} s = {:.1}/s (p50 {:.1} ms, p99 {:.1} ms), {} errors",
         signin.ok, signin.seconds, signin.per_sec, signin.p50_ms, signin.p99_ms, signin.errors
     );
+    let other_argon = cpu_argon.other_cores(cores);
+    let other_signin = cpu_signin.other_cores(cores);
+    let server_cores = cpu_signin.server_cores(cores);
+    // CPU time per operation, which other load on the machine does not change much: this
+    // process's CPU use during the raw phase per verify, and the server's CPU use during
+    // the sign-ins per sign-in. Their quotient is the share of a sign-in's CPU that is the
+    // hash itself.
+    let cpu_ms_per_verify = cpu_argon
+        .cores(cpu_argon.this, cores)
+        .map(|c| 1000.0 * c / argon_rate.max(f64::MIN_POSITIVE));
+    let server_cpu_ms_per_signin =
+        server_cores.map(|c| 1000.0 * c / signin.per_sec.max(f64::MIN_POSITIVE));
+    let cpu_efficiency = cpu_ms_per_verify
+        .zip(server_cpu_ms_per_signin)
+        .map(|(verify, signin)| verify / signin.max(f64::MIN_POSITIVE));
+    if let (Some(server), Some(per_signin)) = (server_cores, server_cpu_ms_per_signin) {
+        eprintln!(
+            "    server CPU during the sign-ins: {server:.2} of {cores} cores, \
+             {per_signin:.1} ms per sign-in"
+        );
+    }
+    if let (Some(verify), Some(efficiency)) = (cpu_ms_per_verify, cpu_efficiency) {
+        eprintln!(
+            "    CPU per raw verify: {verify:.1} ms; hash share of a sign-in's server CPU: \
+             {efficiency:.3}"
+        );
+    }
+    if let Some(rss) = args.server_pid.and_then(peak_rss_mib) {
+        eprintln!("    server peak RSS: {rss:.0} MiB");
+    }
+    let busy = [other_argon, other_signin]
+        .into_iter()
+        .flatten()
+        .fold(0.0_f64, f64::max);
+    if busy > 0.15 {
+        eprintln!(
+            "warning: other processes used up to {busy:.2} cores during the measurement; \
+             the figures are skewed (run on an otherwise idle machine)"
+        );
+    }
 
-    let ratio = signin.per_sec / argon.per_sec.max(f64::MIN_POSITIVE);
+    let ratio = signin.per_sec / argon_rate.max(f64::MIN_POSITIVE);
     let meets = ratio >= args.target_ratio;
     println!();
+    println!("raw Argon2id verifies/s ({threads} threads): {argon_rate:.1}");
     println!(
-        "raw Argon2id verifies/s ({threads} threads): {:.1}",
-        argon.per_sec
-    );
-    println!(
-        "password sign-ins/s ({}):            {:.1}",
+        "password sign-ins/s ({}):             {:.1}",
         args.store, signin.per_sec
     );
     println!(
@@ -166,20 +260,22 @@ fn run(args: Args) -> Result<ExitCode> {
     let result = json!({
         "cpus": cores,
         "store": args.store,
+        "rounds": rounds,
         "argon2": {
             "memory_kib": args.argon2_memory_kib,
             "iterations": args.argon2_iterations,
             "parallelism": args.argon2_parallelism,
             "threads": threads,
-            "seconds": argon.seconds,
-            "verifies": argon.count,
-            "verifies_per_sec": argon.per_sec,
+            "seconds": argon_secs,
+            "verifies": verifies,
+            "verifies_per_sec": argon_rate,
         },
         "signin": {
             "endpoint": "POST /auth/sign-in",
             "concurrency": args.concurrency,
             "users": args.users,
             "warmup_secs": args.warmup,
+            "client_threads": args.client_threads,
             "seconds": signin.seconds,
             "ok": signin.ok,
             "errors": signin.errors,
@@ -188,6 +284,15 @@ fn run(args: Args) -> Result<ExitCode> {
             "p99_ms": signin.p99_ms,
             "max_ms": signin.max_ms,
         },
+        "cpu": {
+            "cpu_ms_per_raw_verify": cpu_ms_per_verify,
+            "server_cpu_ms_per_signin": server_cpu_ms_per_signin,
+            "hash_share_of_signin_cpu": cpu_efficiency,
+            "server_cores_during_signin": server_cores,
+            "other_cores_during_argon2": other_argon,
+            "other_cores_during_signin": other_signin,
+        },
+        "server_peak_rss_mib": args.server_pid.and_then(peak_rss_mib),
         "ratio": ratio,
         "target_ratio": args.target_ratio,
         "meets_target": meets,
@@ -327,13 +432,8 @@ fn ulid_like() -> String {
 
 // --- raw Argon2id ----------------------------------------------------------------------------
 
-struct ArgonRate {
-    count: u64,
-    seconds: f64,
-    per_sec: f64,
-}
-
-fn argon2_rate(args: &Args, threads: usize) -> Result<ArgonRate> {
+/// One PHC hash of ARGON2_PASSWORD with the server's parameters.
+fn argon2_hash(args: &Args) -> Result<String> {
     let params = Params::new(
         args.argon2_memory_kib,
         args.argon2_iterations,
@@ -341,30 +441,32 @@ fn argon2_rate(args: &Args, threads: usize) -> Result<ArgonRate> {
         None,
     )
     .map_err(|e| anyhow!("Argon2 parameters: {e}"))?;
-    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-    let password = "correct horse battery staple";
     let salt = SaltString::generate(&mut OsRng);
-    let phc = hasher
-        .hash_password(password.as_bytes(), &salt)
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(ARGON2_PASSWORD.as_bytes(), &salt)
         .map_err(|e| anyhow!("hashing: {e}"))?
-        .to_string();
+        .to_string())
+}
 
+/// `threads` std threads verifying ARGON2_PASSWORD against `phc` for `length`, as the
+/// server does (parse the PHC string, verify with its parameters). Returns (verifies,
+/// seconds).
+fn argon2_verify_for(phc: &str, threads: usize, length: Duration) -> Result<(u64, f64)> {
     let total = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.argon2_secs.max(1));
+    let deadline = start + length;
     let mut handles = Vec::with_capacity(threads);
     for _ in 0..threads {
-        let phc = phc.clone();
+        let phc = phc.to_owned();
         let total = Arc::clone(&total);
         let stop = Arc::clone(&stop);
         handles.push(std::thread::spawn(move || -> Result<Duration> {
-            // As the server does: parse the PHC string, verify with its parameters.
             let verifier = Argon2::default();
             while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                 let hash = PasswordHash::new(&phc).map_err(|e| anyhow!("PHC: {e}"))?;
                 if verifier
-                    .verify_password(password.as_bytes(), &hash)
+                    .verify_password(ARGON2_PASSWORD.as_bytes(), &hash)
                     .is_err()
                 {
                     stop.store(true, Ordering::Relaxed);
@@ -382,15 +484,152 @@ fn argon2_rate(args: &Args, threads: usize) -> Result<ArgonRate> {
             .map_err(|_| anyhow!("an Argon2 thread panicked"))??;
         seconds = seconds.max(elapsed.as_secs_f64());
     }
-    let count = total.load(Ordering::Relaxed);
-    Ok(ArgonRate {
-        count,
-        seconds,
-        per_sec: count as f64 / seconds.max(f64::MIN_POSITIVE),
+    Ok((total.load(Ordering::Relaxed), seconds))
+}
+
+// --- CPU accounting (Linux /proc; unknown elsewhere) -----------------------------------------
+
+/// Jiffies: all CPUs (busy + idle), all CPUs idle, this process, the server process.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    total: u64,
+    idle: u64,
+    this: u64,
+    server: Option<u64>,
+}
+
+fn system_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Some((total, idle))
+}
+
+fn process_jiffies(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: count from the closing parenthesis.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn cpu_sample(server_pid: Option<u32>) -> Option<CpuSample> {
+    let (total, idle) = system_jiffies()?;
+    Some(CpuSample {
+        total,
+        idle,
+        this: process_jiffies("self")?,
+        server: server_pid.and_then(|pid| process_jiffies(&pid.to_string())),
     })
 }
 
+/// The peak resident set size of a process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+struct CpuProbe {
+    server_pid: Option<u32>,
+    start: Option<CpuSample>,
+}
+
+impl CpuProbe {
+    fn start(server_pid: Option<u32>) -> Self {
+        Self {
+            server_pid,
+            start: cpu_sample(server_pid),
+        }
+    }
+
+    fn stop(self) -> CpuUse {
+        let (Some(a), Some(b)) = (self.start, cpu_sample(self.server_pid)) else {
+            return CpuUse::default();
+        };
+        CpuUse {
+            known: true,
+            total: b.total.saturating_sub(a.total),
+            busy: b
+                .total
+                .saturating_sub(b.idle)
+                .saturating_sub(a.total.saturating_sub(a.idle)),
+            this: b.this.saturating_sub(a.this),
+            server: a.server.zip(b.server).map(|(x, y)| y.saturating_sub(x)),
+        }
+    }
+}
+
+/// Jiffies over one or more measured phases.
+#[derive(Default)]
+struct CpuUse {
+    known: bool,
+    total: u64,
+    busy: u64,
+    this: u64,
+    server: Option<u64>,
+}
+
+impl CpuUse {
+    fn add(&mut self, other: CpuUse) {
+        if !other.known {
+            return;
+        }
+        self.server = if self.known {
+            self.server.zip(other.server).map(|(a, b)| a + b)
+        } else {
+            other.server
+        };
+        self.known = true;
+        self.total += other.total;
+        self.busy += other.busy;
+        self.this += other.this;
+    }
+
+    fn cores(&self, jiffies: u64, cores: usize) -> Option<f64> {
+        (self.known && self.total > 0).then(|| jiffies as f64 / self.total as f64 * cores as f64)
+    }
+
+    /// Cores used by processes other than this one and the server.
+    fn other_cores(&self, cores: usize) -> Option<f64> {
+        let ours = self.this + self.server.unwrap_or(0);
+        self.cores(self.busy.saturating_sub(ours), cores)
+    }
+
+    fn server_cores(&self, cores: usize) -> Option<f64> {
+        self.server.and_then(|s| self.cores(s, cores))
+    }
+}
+
 // --- sign-in load ----------------------------------------------------------------------------
+
+/// One sign-in round's raw results.
+struct SigninRound {
+    ok: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
+
+#[derive(Default)]
+struct SigninTotals {
+    ok: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
 
 struct SigninRate {
     ok: u64,
@@ -400,6 +639,39 @@ struct SigninRate {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+}
+
+impl SigninTotals {
+    fn absorb(&mut self, round: SigninRound) {
+        self.ok += round.ok;
+        self.errors += round.errors;
+        self.seconds += round.seconds;
+        self.latencies_us.extend(round.latencies_us);
+    }
+
+    fn finish(mut self) -> SigninRate {
+        self.latencies_us.sort_unstable();
+        let latencies = &self.latencies_us;
+        let pct = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            f64::from(latencies[idx.min(latencies.len() - 1)]) / 1000.0
+        };
+        SigninRate {
+            ok: self.ok,
+            errors: self.errors,
+            seconds: self.seconds,
+            per_sec: per_sec(self.ok, self.seconds),
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            max_ms: latencies
+                .last()
+                .map(|&v| f64::from(v) / 1000.0)
+                .unwrap_or(0.0),
+        }
+    }
 }
 
 /// One worker's cookies (name → value), from Set-Cookie headers.
@@ -512,7 +784,16 @@ impl Worker {
     }
 }
 
-async fn signin_load(args: &Args, base: &str, setup: &Setup) -> Result<SigninRate> {
+/// One round of sign-ins: `warmup` (not counted), then `length` measured. Throughput is the
+/// number of sign-ins completed inside the measured window, whenever they started. Returns
+/// the round's results and the CPU use during the measured window.
+async fn signin_load(
+    args: &Args,
+    base: &str,
+    setup: &Setup,
+    warmup: Duration,
+    length: Duration,
+) -> Result<(SigninRound, CpuUse)> {
     if setup.users.is_empty() {
         bail!("no users");
     }
@@ -530,8 +811,8 @@ async fn signin_load(args: &Args, base: &str, setup: &Setup) -> Result<SigninRat
     }
 
     let start = Instant::now();
-    let measure_from = start + Duration::from_secs(args.warmup);
-    let measure_to = measure_from + Duration::from_secs(args.duration.max(1));
+    let measure_from = start + warmup;
+    let measure_to = measure_from + length;
     let users = Arc::new(setup.users.clone());
     let client_id = Arc::new(setup.client_id.clone());
     let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
@@ -547,20 +828,19 @@ async fn signin_load(args: &Args, base: &str, setup: &Setup) -> Result<SigninRat
             let (mut ok, mut errors) = (0u64, 0u64);
             let mut i = w;
             loop {
-                let now = Instant::now();
-                if now >= measure_to {
+                let began = Instant::now();
+                if began >= measure_to {
                     break;
                 }
                 let (login, password) = &users[i % users.len()];
                 i += concurrency;
                 let outcome = worker.sign_in(&base, &client_id, login, password).await?;
                 let done = Instant::now();
-                // Throughput = completions inside the window, whenever they started.
                 let counted = done >= measure_from && done <= measure_to;
                 match outcome {
                     Ok(()) if counted => {
                         ok += 1;
-                        let us = done.duration_since(now).as_micros();
+                        let us = done.duration_since(began).as_micros();
                         latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
                     Ok(()) => {}
@@ -577,37 +857,34 @@ async fn signin_load(args: &Args, base: &str, setup: &Setup) -> Result<SigninRat
             anyhow::Ok((ok, errors, latencies_us))
         });
     }
-    let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+    // CPU use over the measured window, sampled while the workers run.
+    let server_pid = args.server_pid;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let probe = CpuProbe::start(server_pid);
+        tokio::time::sleep_until(measure_to.into()).await;
+        probe.stop()
+    });
+    let (mut ok, mut errors, mut latencies_us) = (0u64, 0u64, Vec::new());
     while let Some(joined) = tasks.join_next().await {
         let (o, e, l) = joined??;
         ok += o;
         errors += e;
-        latencies.extend(l);
+        latencies_us.extend(l);
     }
+    let cpu = cpu.await.unwrap_or_default();
     if let Ok(first) = first_error.lock() {
         if let Some(e) = first.as_ref() {
             eprintln!("    first failed sign-in: {e}");
         }
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(latencies[idx.min(latencies.len() - 1)]) / 1000.0
-    };
-    let seconds = measure_to.duration_since(measure_from).as_secs_f64();
-    Ok(SigninRate {
-        ok,
-        errors,
-        seconds,
-        per_sec: ok as f64 / seconds,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        max_ms: latencies
-            .last()
-            .map(|&v| f64::from(v) / 1000.0)
-            .unwrap_or(0.0),
-    })
+    Ok((
+        SigninRound {
+            ok,
+            errors,
+            seconds: measure_to.duration_since(measure_from).as_secs_f64(),
+            latencies_us,
+        },
+        cpu,
+    ))
 }
