@@ -21,7 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-DURATION=${DURATION:-15}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -215,9 +216,39 @@ check_token keyward-sqlite "http://127.0.0.1:$KW_PORT"
 check_token baseline "http://127.0.0.1:$BASE_PORT"
 
 # --- measured runs, one server under load at a time -----------------------------------------
-bench keyward-sqlite "http://127.0.0.1:$KW_PORT"
-record keyward-sqlite
+# ROUNDS alternating runs (Keyward, then the baseline, each round): background load on a
+# shared machine drifts, and alternating exposes both to the same drift. The reported
+# figures are the medians over the rounds; the ratio is the median of per-round ratios.
+declare -A ROUND_RATIOS
+for round in $(seq 1 "$ROUNDS"); do
+  log "round $round of $ROUNDS"
+  bench keyward-sqlite "http://127.0.0.1:$KW_PORT"
+  record "keyward-sqlite#$round"
+  bench baseline "http://127.0.0.1:$BASE_PORT"
+  record "baseline#$round"
+  ROUND_RATIOS[$round]=$(awk -v a="${R_RPS[keyward-sqlite#$round]}" -v b="${R_RPS[baseline#$round]}" 'BEGIN { printf "%.3f", a / b }')
+  echo "round $round: keyward ${R_RPS[keyward-sqlite#$round]} req/s, baseline ${R_RPS[baseline#$round]} req/s, ratio ${ROUND_RATIOS[$round]}" >&2
+done
 stop "$KW_PID"
+stop "$BASELINE_PID"
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+summarize() {
+  local name=$1 rps=() p50=() p99=() non=0 r
+  for r in $(seq 1 "$ROUNDS"); do
+    rps+=("${R_RPS[$name#$r]}"); p50+=("${R_P50[$name#$r]}"); p99+=("${R_P99[$name#$r]}")
+    non=$((non + ${R_NON2XX[$name#$r]}))
+  done
+  NAMES+=("$name")
+  R_RPS[$name]=$(median "${rps[@]}")
+  R_P50[$name]=$(median "${p50[@]}")
+  R_P99[$name]=$(median "${p99[@]}")
+  R_NON2XX[$name]=$non
+}
+NAMES=()
+summarize keyward-sqlite
+summarize baseline
+MEDIAN_RATIO=$(median "${ROUND_RATIOS[@]}")
 
 if [ -n "${BENCH_DATABASE_URL:-}" ]; then
   PG_PORT=$(free_port)
@@ -229,10 +260,6 @@ if [ -n "${BENCH_DATABASE_URL:-}" ]; then
   record keyward-postgres
   stop "$PG_PID"
 fi
-
-bench baseline "http://127.0.0.1:$BASE_PORT"
-record baseline
-stop "$BASELINE_PID"
 
 # --- report -------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
@@ -247,6 +274,7 @@ for name in "${NAMES[@]}"; do
   [ "$name" = baseline ] && continue
   echo "$name/baseline: throughput $(ratio "${R_RPS[$name]}" "${R_RPS[baseline]}"), p99 $(ratio "${R_P99[$name]}" "${R_P99[baseline]}")"
 done
+echo "keyward-sqlite/baseline, median of the $ROUNDS per-round ratios: $MEDIAN_RATIO (rounds: ${ROUND_RATIOS[*]})"
 
 {
   printf '{\n  "wrk": {"threads": %s, "connections": %s, "duration_secs": %s},\n' "$THREADS" "$CONNECTIONS" "$DURATION"
@@ -265,7 +293,7 @@ done
       "$(ratio "${R_RPS[$name]}" "${R_RPS[baseline]}")" "$(ratio "${R_P99[$name]}" "${R_P99[baseline]}")"
     sep=$',\n'
   done
-  printf '\n  }\n}\n'
+  printf '\n  },\n  "rounds": %s,\n  "median_round_ratio": %s,\n  "round_ratios": [%s]\n}\n' "$ROUNDS" "$MEDIAN_RATIO" "$(IFS=,; echo "${ROUND_RATIOS[*]}")"
 } >"$OUT/result.json"
 echo "results: $OUT/result.json" >&2
 

@@ -24,7 +24,7 @@ use axum::Router;
 use time::OffsetDateTime;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -205,8 +205,21 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId))
         .with_state(state)
+}
+
+/// Request ids are ULIDs: unique, time-ordered, and made from the thread-local RNG (a UUID
+/// v4 here costs a `getrandom` system call per request).
+#[derive(Clone, Copy, Default)]
+struct MakeUlidRequestId;
+
+impl MakeRequestId for MakeUlidRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Reloads signing keys periodically (rotation activates keys later than this interval,

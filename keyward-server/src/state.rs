@@ -17,8 +17,21 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
+/// Shared state of one node. Cloned for every request by axum's extractors and
+/// middleware, so it is one `Arc` (a single reference-count update per clone) around the
+/// fields.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = StateInner;
+
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+pub struct StateInner {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     pub master: Arc<MasterKey>,
@@ -47,7 +60,7 @@ impl AppState {
                 hash_password("decoy", Argon2Params::default()).unwrap_or_default()
             })
             .into();
-        Self {
+        Self(Arc::new(StateInner {
             decoy_hash,
             management_audience: settings.management_audience().into(),
             store,
@@ -63,7 +76,7 @@ impl AppState {
             )),
             argon2,
             settings: Arc::new(settings),
-        }
+        }))
     }
 
     /// Hashes a password with Argon2id on the blocking pool, at most one hash per core at
