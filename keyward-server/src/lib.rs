@@ -8,6 +8,7 @@ pub mod auth_json;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod hashing;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
@@ -24,7 +25,9 @@ use axum::Router;
 use time::OffsetDateTime;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};

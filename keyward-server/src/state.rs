@@ -41,9 +41,8 @@ pub struct StateInner {
     pub metrics: Arc<Metrics>,
     /// Computed once: `{issuer}/api` unless configured.
     pub management_audience: Arc<str>,
-    /// Bounds concurrent password hashes to the number of cores, so a burst of sign-ins
-    /// queues instead of exhausting memory (19 MiB each) or the blocking pool.
-    pub password_permits: Arc<tokio::sync::Semaphore>,
+    /// Password hashing and verification, on one thread per core.
+    pub passwords: crate::hashing::PasswordPool,
     pub argon2: Argon2Params,
     /// An Argon2id hash of a random password at the configured cost: unknown users are
     /// checked against it so that they cost as much time as known ones.
@@ -69,42 +68,36 @@ impl AppState {
             clients: Arc::new(TtlCache::new(ttl)),
             resources: Arc::new(TtlCache::new(ttl)),
             metrics: Arc::new(Metrics::default()),
-            password_permits: Arc::new(tokio::sync::Semaphore::new(
+            passwords: crate::hashing::PasswordPool::new(
                 std::thread::available_parallelism()
                     .map(usize::from)
                     .unwrap_or(2),
-            )),
+            ),
             argon2,
             settings: Arc::new(settings),
         }))
     }
 
-    /// Hashes a password with Argon2id on the blocking pool, at most one hash per core at
-    /// a time; the async workers never run the hash themselves.
+    /// Hashes a password with Argon2id on the hashing threads; the async workers never
+    /// run the hash themselves.
     pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
-        let _permit = self
-            .password_permits
-            .acquire()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let params = self.argon2;
-        tokio::task::spawn_blocking(move || hash_password(&password, params))
+        self.passwords
+            .run(move |_| hash_password(&password, params))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::Internal)?
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
-    /// Verifies a password against an Argon2 PHC string on the blocking pool, under the
-    /// same per-core bound as hashing.
+    /// Verifies a password against an Argon2 PHC string on the hashing threads, in memory
+    /// the thread reuses.
     pub async fn verify_password(&self, password: String, phc: String) -> Result<bool, ApiError> {
-        let _permit = self
-            .password_permits
-            .acquire()
+        self.passwords
+            .run(move |memory| {
+                keyward_core::password::verify_argon2_with_memory(&password, &phc, memory)
+            })
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || keyward_core::password::verify_argon2(&password, &phc))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+            .map_err(ApiError::Internal)
     }
 
     /// Reloads the published signing keys from the store into the key ring.
