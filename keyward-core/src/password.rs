@@ -2,7 +2,7 @@
 //! (m = 19 MiB, t = 2, p = 1), configurable.
 //!
 //! Hashing is CPU- and memory-heavy by design; callers on an async runtime run it on a
-//! bounded blocking pool (see `keyward-server`), never on a runtime worker.
+//! fixed pool of hashing threads (see `keyward-server::hashing`), never on a runtime worker.
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
