@@ -426,6 +426,49 @@ async fn code_replay_revokes_tokens(backend: Backend) {
     assert_eq!(introspection["active"], false);
 }
 
+/// Codes and refresh tokens are bound to the client they were issued to (RFC 6749 §4.1.3,
+/// §6), and every sign-in starts a new session handle (no session fixation).
+async fn tokens_are_bound_to_their_client_and_sessions_renew(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let owner = setup(&server, "web", false).await;
+    let other = setup(&server, "web", false).await;
+    let mut browser = Browser::new(&server);
+    browser
+        .cookies
+        .insert("kw_session".into(), "planted-by-an-attacker".into());
+    let params = run_flow(&mut browser, &authorize_url(&owner, &[]), "bound").await;
+    assert_ne!(browser.cookies["kw_session"], "planted-by-an-attacker");
+    // Another client presenting the code: refused.
+    let (status, body) = exchange(&server, &other, &params["code"]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // A fresh code; another client presenting its refresh token: refused, and the owner's
+    // token keeps working (the attempt changed nothing).
+    let params = run_flow(&mut browser, &authorize_url(&owner, &[]), "bound").await;
+    let (status, tokens) = exchange(&server, &owner, &params["code"]).await;
+    assert_eq!(status, 200, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, body) = token_request(
+        &server,
+        &other,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body) = token_request(
+        &server,
+        &owner,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn concurrent_redemption_has_one_winner(backend: Backend) {
     let server = TestServer::start(backend).await;
     let client = setup(&server, "web", false).await;
@@ -1066,6 +1109,7 @@ pub fn enc(value: &str) -> String {
 
 on_both_stores!(
     code_flow_end_to_end,
+    tokens_are_bound_to_their_client_and_sessions_renew,
     code_replay_revokes_tokens,
     concurrent_redemption_has_one_winner,
     refresh_reuse_revokes_family,
