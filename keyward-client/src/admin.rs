@@ -10,14 +10,13 @@ use keyward_proto::{
     CreatedSecret, Membership, Page, Role, RotateSecret, UpdateAccount, UpdateApiResource,
     UpdateApplication, UpdateMember, UpdateUser, User, UserStatus,
 };
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::error_from_response;
 use crate::oauth::OAuthClient;
+use crate::transport::{decode, execute, json_body, without_nulls, Auth};
 use crate::urls::build_url;
 use crate::Error;
 
@@ -100,16 +99,6 @@ struct CascadeQuery {
     cascade: bool,
 }
 
-/// Where the bearer token comes from.
-enum Auth {
-    Static(String),
-    OAuth {
-        client: Arc<OAuthClient>,
-        audience: String,
-        scope: Option<String>,
-    },
-}
-
 /// Typed client of the Keyward management API.
 pub struct AdminClient {
     http: reqwest::Client,
@@ -119,10 +108,7 @@ pub struct AdminClient {
 
 impl fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let auth = match &self.auth {
-            Auth::Static(_) => "static bearer token".to_owned(),
-            Auth::OAuth { audience, .. } => format!("client credentials for {audience}"),
-        };
+        let auth = self.auth.describe();
         f.debug_struct("AdminClient")
             .field("base_url", &self.base_url)
             .field("auth", &auth)
@@ -486,68 +472,13 @@ impl AdminClient {
         build_url(&self.base_url, segments, Some(query))
     }
 
-    async fn bearer(&self) -> Result<String, Error> {
-        match &self.auth {
-            Auth::Static(token) => Ok(token.clone()),
-            Auth::OAuth {
-                client,
-                audience,
-                scope,
-            } => Ok(client
-                .client_credentials_with_scope(audience, scope.as_deref())
-                .await?
-                .access_token),
-        }
-    }
-
-    /// Sends the request; a 401 with an OAuth-sourced token is retried once with a new one.
     async fn execute(
         &self,
         method: Method,
         url: String,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>), Error> {
-        let mut token = self.bearer().await?;
-        let mut retried = false;
-        loop {
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header(AUTHORIZATION, format!("Bearer {token}"))
-                .header(ACCEPT, "application/json, application/problem+json");
-            if let Some(body) = &body {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let response = request.send().await?;
-            let status = response.status().as_u16();
-            if status == 401 && !retried {
-                if let Auth::OAuth {
-                    client,
-                    audience,
-                    scope,
-                } = &self.auth
-                {
-                    client
-                        .invalidate_if(audience, scope.as_deref(), &token)
-                        .await;
-                    token = self.bearer().await?;
-                    retried = true;
-                    continue;
-                }
-            }
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let bytes = response.bytes().await?;
-            if !(200..300).contains(&status) {
-                return Err(error_from_response(status, content_type.as_deref(), &bytes));
-            }
-            return Ok((status, bytes.to_vec()));
-        }
+        execute(&self.http, &self.auth, method, &url, body).await
     }
 
     async fn send<T: DeserializeOwned>(
@@ -557,10 +488,7 @@ impl AdminClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
         let (status, bytes) = self.execute(method, url, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-            status,
-            message: e.to_string(),
-        })
+        decode(status, &bytes)
     }
 
     async fn send_no_content(
@@ -571,23 +499,6 @@ impl AdminClient {
     ) -> Result<(), Error> {
         self.execute(method, url, body).await.map(|_| ())
     }
-}
-
-/// Serializes a request body without its `null` members: for the create/update bodies an
-/// absent field and `null` mean the same, and the request stays minimal.
-fn json_body<T: Serialize>(body: &T) -> Result<Vec<u8>, Error> {
-    let value = without_nulls(body)?;
-    serde_json::to_vec(&value).map_err(|e| Error::InvalidArgument(e.to_string()))
-}
-
-fn without_nulls<T: Serialize>(body: &T) -> Result<Value, Error> {
-    let value = serde_json::to_value(body).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok(match value {
-        Value::Object(map) => {
-            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
-        }
-        other => other,
-    })
 }
 
 /// A PATCH body: absent fields are left out and fields explicitly cleared (`Some(None)`)

@@ -4,6 +4,10 @@
 //!   cached per (audience, scope) until shortly before they expire.
 //! - [`AdminClient`]: typed calls of the management API (`/api/...`), authenticated with a
 //!   fixed bearer token or with tokens from an [`OAuthClient`].
+//! - [`ProvisioningClient`]: typed calls of the provisioning API (`/v1/...`) partner
+//!   applications create databases and hand projects over with.
+//! - [`OAuthClient::exchange_authorization_code`] and [`Pkce`]: the authorization-code
+//!   grant with PKCE (`S256`), for applications that act for a user.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), keyward_client::Error> {
@@ -31,11 +35,16 @@
 mod admin;
 mod error;
 mod oauth;
+mod pkce;
+mod provisioning;
+mod transport;
 mod urls;
 
 pub use admin::{AccountQuery, AdminClient, AuditQuery, ListQuery, UserQuery};
 pub use error::Error;
 pub use oauth::{AccessToken, OAuthClient};
+pub use pkce::{pkce_challenge, random_token, Pkce};
+pub use provisioning::{provisioning_audience, ProvisioningClient, PROVISIONING_SCOPE};
 pub use urls::{basic_authorization, build_url, form_urlencode, path_segment};
 
 /// The wire types, re-exported so that users need no direct dependency on `keyward-proto`.

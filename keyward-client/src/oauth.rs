@@ -79,6 +79,8 @@ pub struct OAuthClient {
     http: reqwest::Client,
     token_url: String,
     client_id: String,
+    /// Kept for `client_secret_post` (the authorization-code exchange); never printed.
+    client_secret: String,
     authorization: String,
     cache: SyncMutex<HashMap<CacheKey, Slot>>,
 }
@@ -90,6 +92,18 @@ impl fmt::Debug for OAuthClient {
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
+}
+
+/// The authorization-code token request (RFC 6749 §4.1.3, RFC 7636 §4.5) with
+/// `client_secret_post` client authentication.
+#[derive(Serialize)]
+struct CodeForm<'a> {
+    grant_type: &'static str,
+    code: &'a str,
+    redirect_uri: &'a str,
+    client_id: &'a str,
+    client_secret: &'a str,
+    code_verifier: &'a str,
 }
 
 #[derive(Serialize)]
@@ -112,6 +126,7 @@ impl OAuthClient {
             http: reqwest::Client::new(),
             token_url: token_url.into(),
             authorization: basic_authorization(&client_id, client_secret.as_ref()),
+            client_secret: client_secret.as_ref().to_owned(),
             client_id,
             cache: SyncMutex::new(HashMap::new()),
         }
@@ -169,6 +184,34 @@ impl OAuthClient {
         Ok(token)
     }
 
+    /// Exchanges an authorization code (RFC 6749 §4.1.3) for the user's tokens, with the
+    /// PKCE `code_verifier` (RFC 7636 §4.5). The client authenticates with
+    /// `client_secret_post` (id and secret in the form body). The result is not cached:
+    /// it belongs to the user who approved the request.
+    pub async fn exchange_authorization_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<TokenResponse, Error> {
+        if code.is_empty() {
+            return Err(Error::InvalidArgument(
+                "the authorization code is empty".to_owned(),
+            ));
+        }
+        let form = CodeForm {
+            grant_type: "authorization_code",
+            code,
+            redirect_uri,
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            code_verifier,
+        };
+        let body = serde_urlencoded::to_string(&form)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the token request: {e}")))?;
+        self.post_token_form(body, None).await
+    }
+
     /// Forgets the cached token for (audience, scope), for example after the API refused
     /// it with 401.
     pub async fn invalidate(&self, audience: &str, scope: Option<&str>) {
@@ -210,15 +253,25 @@ impl OAuthClient {
         };
         let body = serde_urlencoded::to_string(&form)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode the token request: {e}")))?;
-        let response = self
+        self.post_token_form(body, Some(&self.authorization)).await
+    }
+
+    /// POSTs a form to the token endpoint, with `authorization` as the `Authorization`
+    /// header when given (`client_secret_basic`).
+    async fn post_token_form(
+        &self,
+        body: String,
+        authorization: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
+        let mut request = self
             .http
             .post(&self.token_url)
-            .header(AUTHORIZATION, &self.authorization)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await?;
+            .header(ACCEPT, "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let response = request.body(body).send().await?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -313,6 +366,24 @@ mod tests {
         assert!(!format!("{client:?}").contains("top-secret"));
         let token = cached(Instant::now(), Duration::from_secs(60)).token;
         assert!(!format!("{token:?}").contains("\"t\""));
+    }
+
+    #[test]
+    fn code_form_carries_client_secret_post_and_verifier() {
+        let form = CodeForm {
+            grant_type: "authorization_code",
+            code: "c 1",
+            redirect_uri: "http://127.0.0.1:8787/claim/callback",
+            client_id: "partner",
+            client_secret: "s+/",
+            code_verifier: "v",
+        };
+        assert_eq!(
+            serde_urlencoded::to_string(&form).unwrap(),
+            "grant_type=authorization_code&code=c+1\
+             &redirect_uri=http%3A%2F%2F127.0.0.1%3A8787%2Fclaim%2Fcallback\
+             &client_id=partner&client_secret=s%2B%2F&code_verifier=v"
+        );
     }
 
     #[test]
