@@ -70,6 +70,7 @@ async fn main() -> Result<()> {
                     grants: Vec::new(),
                     first_party: false,
                     partner: false,
+                    claim_uri: None,
                     account_id: None,
                     access_token_ttl_secs: None,
                 })

@@ -89,6 +89,7 @@ async fn the_whole_management_api() {
             grants: Vec::new(),
             first_party: false,
             partner: false,
+            claim_uri: None,
             account_id: None,
             access_token_ttl_secs: Some(600),
         })

@@ -115,6 +115,9 @@ pub struct AuthorizeParams {
     pub login_hint: Option<String>,
     pub request: Option<String>,
     pub request_uri: Option<String>,
+    /// Keyward extension: the claim token of a partner project being claimed; the project
+    /// is shown on the consent page and its id echoed on the redirect (`project_id`).
+    pub claim_token: Option<String>,
 }
 
 /// A validated authorization request, kept with the interaction while the user signs in.
@@ -130,6 +133,9 @@ pub struct AuthorizationRequest {
     pub prompt: Vec<String>,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// The project a partner's claim link names (resolved from `claim_token`).
+    #[serde(default)]
+    pub claim_project_id: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -353,6 +359,7 @@ pub fn validate_request(
         prompt,
         max_age,
         login_hint: bounded("login_hint", &params.login_hint)?,
+        claim_project_id: None,
     })
 }
 

@@ -18,6 +18,9 @@ pub enum IdKind {
     AuditEvent,
     Session,
     Grant,
+    Project,
+    Database,
+    Connection,
 }
 
 impl IdKind {
@@ -33,6 +36,9 @@ impl IdKind {
             Self::AuditEvent => "evt_",
             Self::Session => "ses_",
             Self::Grant => "gnt_",
+            Self::Project => "prj_",
+            Self::Database => "db_",
+            Self::Connection => "con_",
         }
     }
 }

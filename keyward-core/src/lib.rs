@@ -11,6 +11,7 @@ pub mod id;
 pub mod keys;
 pub mod model;
 pub mod password;
+pub mod project;
 pub mod scope;
 pub mod secret;
 pub mod store;

@@ -69,6 +69,9 @@ pub struct Application {
     pub grants: Vec<ResourceGrant>,
     pub first_party: bool,
     pub partner: bool,
+    /// Partner applications: the claim page that `claimUrl` links to (the claim token is
+    /// appended as `?token=`).
+    pub claim_uri: Option<String>,
     pub account_id: Option<String>,
     pub access_token_ttl_secs: Option<i64>,
     /// Filled by the store on reads; ignored by `update_application`.
@@ -252,6 +255,7 @@ impl From<Application> for proto::Application {
             grants: a.grants.into_iter().map(Into::into).collect(),
             first_party: a.first_party,
             partner: a.partner,
+            claim_uri: a.claim_uri,
             account_id: a.account_id,
             access_token_ttl_secs: a.access_token_ttl_secs,
             secrets: a.secrets.into_iter().map(Into::into).collect(),

@@ -17,6 +17,9 @@ use crate::model::{
     Account, ApiResource, Application, AuditEvent, AuthorizationCode, ClientSecret, Consent, Grant,
     Interaction, Membership, RefreshToken, Session, SigningKey, User,
 };
+use crate::project::{
+    DatabaseConnection, DatabaseStatus, Project, ProjectDatabase, TransferOutcome,
+};
 use crate::{AuditOutcome, Role, StoreError, UserStatus};
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -335,6 +338,97 @@ pub trait ThrottleStore: Send + Sync {
     async fn purge_failures(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
 
+/// Projects, their databases and connections, and the reaper's schedule. The schedule
+/// lives in the rows (`reap_at`, a lease), so deletions survive restarts and each due
+/// project is dropped by exactly one node at a time.
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
+    /// Inserts the project (status `provisioning`), its default database and the owner's
+    /// connection in one transaction, scheduled for the reaper at `reap_at` in case the
+    /// provisioning never finishes.
+    async fn create_project(
+        &self,
+        project: &Project,
+        database: &ProjectDatabase,
+        connection: &DatabaseConnection,
+        reap_at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Provisioning finished: the project becomes `active`, its default database `ready`,
+    /// and the reaper is scheduled at `expires_at` (none when it has no expiry).
+    /// Errors: `NotFound("project")`.
+    async fn activate_project(&self, id: &str, now: OffsetDateTime) -> StoreResult<()>;
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Project>>;
+    async fn find_project_by_claim(&self, claim_digest: &[u8]) -> StoreResult<Option<Project>>;
+    /// Projects of a workspace, by id.
+    async fn list_projects(
+        &self,
+        account_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Project>>;
+    /// Errors: `NotFound("project")`.
+    async fn rename_project(&self, id: &str, name: &str, now: OffsetDateTime) -> StoreResult<()>;
+    /// Moves an active project from `from_account` to `to_account` if it is still there,
+    /// unexpired and not leased by the reaper: clears its expiry, claim token and schedule
+    /// and sets `claimed_at`, in one conditional write (of two concurrent transfers one
+    /// wins).
+    async fn transfer_project(
+        &self,
+        id: &str,
+        from_account: &str,
+        to_account: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<TransferOutcome>;
+    /// Marks the project `deleting` and due for the reaper now. False when it does not
+    /// exist.
+    async fn mark_project_deleting(&self, id: &str, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Whether the account owns any project (accounts are not deleted while they do).
+    async fn account_has_projects(&self, account_id: &str) -> StoreResult<bool>;
+
+    /// Ids of projects due at `now` (`reap_at` passed, no live lease), earliest first.
+    async fn due_projects(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<String>>;
+    /// Takes the reaper lease on a due project until `lease_until`; true for exactly one
+    /// of several concurrent callers. A project no longer due (claimed meanwhile) is not
+    /// leased.
+    async fn lease_project(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// A drop failed: releases the lease, counts the attempt, keeps the error and
+    /// reschedules at `retry_at`.
+    async fn reap_failed(&self, id: &str, retry_at: OffsetDateTime, error: &str)
+        -> StoreResult<()>;
+    /// Reaper attempts so far and the last error (inspection, tests).
+    async fn reap_state(&self, id: &str) -> StoreResult<Option<(u32, Option<String>)>>;
+    /// Removes the project with its databases and connections (after they are dropped).
+    async fn delete_project(&self, id: &str) -> StoreResult<()>;
+
+    /// Adds a database (and its owner connection) to a project. Errors:
+    /// `NotFound("project")`.
+    async fn add_database(
+        &self,
+        database: &ProjectDatabase,
+        connection: &DatabaseConnection,
+    ) -> StoreResult<()>;
+    /// Errors: `NotFound("database")`.
+    async fn set_database_status(&self, id: &str, status: DatabaseStatus) -> StoreResult<()>;
+    async fn get_database(&self, id: &str) -> StoreResult<Option<ProjectDatabase>>;
+    /// A project's databases, by id.
+    async fn list_databases(&self, project_id: &str) -> StoreResult<Vec<ProjectDatabase>>;
+    /// Removes the database row and its connections.
+    async fn delete_database(&self, id: &str) -> StoreResult<()>;
+
+    /// Errors: `NotFound("database")`.
+    async fn add_connection(&self, connection: &DatabaseConnection) -> StoreResult<()>;
+    async fn get_connection(&self, id: &str) -> StoreResult<Option<DatabaseConnection>>;
+    /// A database's connections, by id.
+    async fn list_connections(&self, database_id: &str) -> StoreResult<Vec<DatabaseConnection>>;
+    /// Errors: `NotFound("connection")`.
+    async fn connection_rotated(&self, id: &str, now: OffsetDateTime) -> StoreResult<()>;
+    async fn delete_connection(&self, id: &str) -> StoreResult<()>;
+}
+
 /// The whole store. `keyward-store` provides `SqliteStore` and `PostgresStore`.
 #[async_trait]
 pub trait Store:
@@ -349,6 +443,7 @@ pub trait Store:
     + GrantStore
     + ConsentStore
     + ThrottleStore
+    + ProjectStore
     + Send
     + Sync
 {

@@ -4,11 +4,13 @@
 //! behaviour, no I/O. The server and the client crate both depend on it, so a change to a
 //! field name is a change to the public API.
 //!
-//! JSON field names are snake_case throughout.
+//! JSON field names are snake_case, except in the provisioning API (`provisioning`), which
+//! follows the camelCase shape of the API partner integrations are written against.
 
 pub mod management;
 pub mod oauth;
 pub mod problem;
+pub mod provisioning;
 
 pub use management::*;
 pub use oauth::*;

@@ -95,6 +95,10 @@ pub struct CreateApplication {
     /// Partner applications may provision projects.
     #[serde(default)]
     pub partner: bool,
+    /// Partner applications: the claim page the provisioning API's `claimUrl` links to
+    /// (the claim token is appended as `?token=`).
+    #[serde(default)]
+    pub claim_uri: Option<String>,
     /// The account (workspace) the application belongs to, if any.
     #[serde(default)]
     pub account_id: Option<String>,
@@ -132,6 +136,13 @@ pub struct UpdateApplication {
         deserialize_with = "crate::double_option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>)]
+    pub claim_uri: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<i64>)]
     pub access_token_ttl_secs: Option<Option<i64>>,
 }
@@ -149,6 +160,7 @@ pub struct Application {
     pub grants: Vec<ResourceGrant>,
     pub first_party: bool,
     pub partner: bool,
+    pub claim_uri: Option<String>,
     pub account_id: Option<String>,
     pub access_token_ttl_secs: Option<i64>,
     /// Metadata of the client secrets (never the secrets themselves).

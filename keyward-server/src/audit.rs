@@ -47,6 +47,11 @@ impl Audit {
         caller
     }
 
+    /// Records an actor that is not a management API caller (provisioning API callers).
+    pub fn actor_as(&mut self, kind: &'static str, id: &str) {
+        self.actor = Some((kind, id.to_owned()));
+    }
+
     pub fn target(&mut self, id: impl Into<String>) {
         self.target_id = Some(id.into());
     }

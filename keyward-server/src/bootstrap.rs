@@ -106,6 +106,7 @@ pub async fn bootstrap(state: &AppState) -> Result<BootstrapReport, StartError> 
     }
     state.reload_keys().await?;
     ensure_management_resource(state, now).await?;
+    ensure_provisioning_resource(state, now).await?;
     let report = ensure_admin_application(state, now).await?;
     Ok(report)
 }
@@ -153,6 +154,46 @@ async fn ensure_management_resource(
     }
 }
 
+/// The provisioning API (`/v1`): partners get integration tokens for it.
+async fn ensure_provisioning_resource(
+    state: &AppState,
+    now: OffsetDateTime,
+) -> Result<(), StartError> {
+    let identifier = state.provisioning_audience.to_string();
+    if state
+        .store
+        .get_resource_by_identifier(&identifier)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let scope = |name: &str, description: &str| ScopeDefinition {
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+    };
+    let resource = ApiResource {
+        id: new_id(IdKind::ApiResource),
+        identifier,
+        name: "Keyward Provisioning API".into(),
+        scopes: vec![
+            scope("projects:read", "Read projects, databases and regions"),
+            scope(
+                "projects:write",
+                "Create, change, transfer and delete projects",
+            ),
+        ],
+        access_token_ttl_secs: DEFAULT_RESOURCE_TTL_SECS,
+        management: false,
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store.create_resource(&resource).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn admin_application(
     id: String,
     client_id: String,
@@ -179,6 +220,7 @@ fn admin_application(
         }],
         first_party: true,
         partner: false,
+        claim_uri: None,
         account_id: None,
         access_token_ttl_secs: None,
         secrets: Vec::new(),

@@ -37,6 +37,17 @@ pub enum ApiError {
     },
     /// 429: too many failed attempts; retry later.
     TooManyRequests,
+    /// 410 with a stable code: the thing existed but is no longer usable (an expired
+    /// claim link or project).
+    Gone {
+        code: &'static str,
+        detail: String,
+    },
+    /// 503 with a stable code: a dependency (a database region) is missing or down.
+    Unavailable {
+        code: &'static str,
+        detail: String,
+    },
     /// 500: logged, never detailed to the client.
     Internal(String),
     /// Internal error that already carries the request id to report.
@@ -56,6 +67,8 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::Gone { .. } => StatusCode::GONE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::WithRequestId(inner, _) => inner.status(),
         }
@@ -72,6 +85,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Forbidden { code, .. } => code,
             Self::TooManyRequests => "too_many_attempts",
+            Self::Gone { code, .. } | Self::Unavailable { code, .. } => code,
             Self::Internal(_) => "internal_error",
             Self::WithRequestId(inner, _) => inner.code(),
         }
@@ -109,7 +123,9 @@ impl ApiError {
             Self::NotFound(what) => Some(format!("{what} not found")),
             Self::Conflict { detail, .. }
             | Self::BadRequest { detail, .. }
-            | Self::Forbidden { detail, .. } => Some(detail.clone()),
+            | Self::Forbidden { detail, .. }
+            | Self::Gone { detail, .. }
+            | Self::Unavailable { detail, .. } => Some(detail.clone()),
             Self::TooManyRequests => Some("too many failed attempts; try again later".into()),
             Self::Validation(e) => Some(e.to_string()),
             Self::UnsupportedMediaType => Some("send the body as application/json".into()),
@@ -128,6 +144,8 @@ impl ApiError {
             StatusCode::BAD_REQUEST => "Bad Request",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported Media Type",
             StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
+            StatusCode::GONE => "Gone",
+            StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
             _ => "Internal Server Error",
         }
     }

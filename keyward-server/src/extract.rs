@@ -120,22 +120,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated("a bearer token is required"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .ok_or(ApiError::Unauthenticated(
-                "use the Bearer authorization scheme",
-            ))?;
+        let token = bearer_token(parts)?;
         let keys = state.keys.snapshot();
         let claims = keyward_core::token::verify_access_token(
             &keys,
@@ -150,4 +135,24 @@ impl FromRequestParts<AppState> for Caller {
         let scopes = keyward_core::scope::parse_scopes(&claims.scope);
         Ok(Self { claims, scopes })
     }
+}
+
+/// The bearer token of the `Authorization` header (RFC 6750 §2.1).
+pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthenticated("a bearer token is required"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .ok_or(ApiError::Unauthenticated(
+            "use the Bearer authorization scheme",
+        ))
 }

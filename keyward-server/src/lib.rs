@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
+pub mod provisioning;
 pub mod settings;
 pub mod state;
 pub mod web;
@@ -53,6 +54,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
         (name = "users"), (name = "accounts"), (name = "members"),
         (name = "resources", description = "APIs (audiences) and their scopes"),
         (name = "audit", description = "Audit log"),
+        (name = "provisioning", description = "Partner database provisioning and claims (camelCase bodies)"),
     )
 )]
 struct ApiDoc;
@@ -103,6 +105,29 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             resources::delete
         ))
         .routes(routes!(audit_logs::list))
+        .routes(routes!(provisioning::api::regions))
+        .routes(routes!(
+            provisioning::api::create_project,
+            provisioning::api::list_projects
+        ))
+        .routes(routes!(
+            provisioning::api::get_project,
+            provisioning::api::update_project,
+            provisioning::api::delete_project
+        ))
+        .routes(routes!(provisioning::api::transfer_project))
+        .routes(routes!(
+            provisioning::api::list_databases,
+            provisioning::api::create_database
+        ))
+        .routes(routes!(
+            provisioning::api::get_database,
+            provisioning::api::delete_database
+        ))
+        .routes(routes!(provisioning::api::create_connection))
+        .routes(routes!(provisioning::api::rotate_connection))
+        .routes(routes!(provisioning::api::delete_connection))
+        .routes(routes!(provisioning::api::lookup_claim))
         .split_for_parts()
 }
 
@@ -264,6 +289,19 @@ pub async fn prepare(settings: Settings) -> Result<(AppState, BootstrapReport), 
             path: settings.data_dir.display().to_string(),
             source,
         })?;
+    }
+    let mut settings = settings;
+    provisioning::Regions::validate(&settings.regions).map_err(StartError::Config)?;
+    if settings.regions.is_empty() && settings.is_development() {
+        match provisioning::probe_local_region(&settings.local_region_url).await {
+            Some(region) => {
+                tracing::info!("no region configured: provisioning into the local PostgreSQL (region \"local\")");
+                settings.regions.push(region);
+            }
+            None => tracing::info!(
+                "no region configured and no local PostgreSQL answered: provisioning is off"
+            ),
+        }
     }
     let store = keyward_store::connect(&url, settings.database_max_connections).await?;
     store.migrate().await?;

@@ -64,6 +64,15 @@ pub struct Settings {
     pub signin_throttle_window_secs: i64,
     /// Marks cookies `Secure`; defaults to true when the issuer is `https://`.
     pub secure_cookies: Option<bool>,
+    /// PostgreSQL clusters the provisioning API creates databases in (`[[regions]]`).
+    /// When none is configured and the issuer is a loopback URL (development), a local
+    /// PostgreSQL at `local_region_url` becomes region `local` if it answers at start.
+    pub regions: Vec<keyward_provision::Region>,
+    pub local_region_url: String,
+    /// Audience of the provisioning API; defaults to `{issuer}/v1`.
+    pub provisioning_audience: Option<String>,
+    /// How often each node looks for expired or deleted projects to drop.
+    pub reaper_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -98,6 +107,10 @@ impl Default for Settings {
             signin_max_failures_per_address: 100,
             signin_throttle_window_secs: 15 * 60,
             secure_cookies: None,
+            regions: Vec::new(),
+            local_region_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            provisioning_audience: None,
+            reaper_interval_secs: 30,
         }
     }
 }
@@ -111,6 +124,27 @@ impl Settings {
         self.management_audience
             .clone()
             .unwrap_or_else(|| format!("{}/api", self.issuer()))
+    }
+
+    pub fn provisioning_audience(&self) -> String {
+        self.provisioning_audience
+            .clone()
+            .unwrap_or_else(|| format!("{}/v1", self.issuer()))
+    }
+
+    /// Development: an `http://` issuer on a loopback host.
+    pub fn is_development(&self) -> bool {
+        url::Url::parse(&self.issuer)
+            .ok()
+            .filter(|u| u.scheme() == "http")
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            })
     }
 
     pub fn secure_cookies(&self) -> bool {

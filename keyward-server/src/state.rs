@@ -47,6 +47,10 @@ pub struct StateInner {
     /// An Argon2id hash of a random password at the configured cost: unknown users are
     /// checked against it so that they cost as much time as known ones.
     pub decoy_hash: Arc<str>,
+    /// Computed once: `{issuer}/v1` unless configured.
+    pub provisioning_audience: Arc<str>,
+    /// The PostgreSQL clusters projects are created in.
+    pub regions: Arc<crate::provisioning::Regions>,
 }
 
 impl AppState {
@@ -59,8 +63,13 @@ impl AppState {
                 hash_password("decoy", Argon2Params::default()).unwrap_or_default()
             })
             .into();
+        let regions = Arc::new(crate::provisioning::Regions::from_settings(
+            &settings.regions,
+        ));
         Self(Arc::new(StateInner {
             decoy_hash,
+            provisioning_audience: settings.provisioning_audience().into(),
+            regions,
             management_audience: settings.management_audience().into(),
             store,
             master: Arc::new(master),

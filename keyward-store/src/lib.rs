@@ -7,6 +7,7 @@
 
 mod error;
 mod postgres;
+mod projects;
 mod rows;
 mod sql;
 mod sqlite;

@@ -6,6 +6,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -51,4 +52,10 @@ impl_store! {
     migrator: MIGRATOR,
     // sqlx's PostgreSQL migrator holds an advisory lock while it runs.
     migrate_attempts: 1,
+}
+
+impl_project_store! {
+    store: PostgresStore,
+    db: sqlx::Postgres,
+    for_update: "FOR UPDATE",
 }

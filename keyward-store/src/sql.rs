@@ -24,7 +24,7 @@ macro_rules! application_columns {
     () => {
         "id, client_id, name, description, kind, redirect_uris, post_logout_redirect_uris, \
          grant_types, grants, first_party, partner, account_id, access_token_ttl_secs, \
-         created_at, updated_at"
+         created_at, updated_at, claim_uri"
     };
 }
 macro_rules! secret_columns {
@@ -200,12 +200,12 @@ pub(crate) const APPLICATION_BY_CLIENT_ID: &str = concat!(
 pub(crate) const INSERT_APPLICATION: &str = concat!(
     "INSERT INTO applications (",
     application_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
 );
 pub(crate) const UPDATE_APPLICATION: &str = "UPDATE applications SET name = $2, \
      description = $3, redirect_uris = $4, post_logout_redirect_uris = $5, grant_types = $6, \
      grants = $7, first_party = $8, partner = $9, account_id = $10, \
-     access_token_ttl_secs = $11, updated_at = $12 WHERE id = $1";
+     access_token_ttl_secs = $11, updated_at = $12, claim_uri = $13 WHERE id = $1";
 pub(crate) const DELETE_APPLICATION: &str = "DELETE FROM applications WHERE id = $1";
 
 pub(crate) const SECRETS_OF_APPLICATION: &str = concat!(

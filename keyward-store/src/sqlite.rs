@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -70,4 +71,10 @@ impl_store! {
     // The SQLite migrator takes no lock: a node racing another one fails on the tables the
     // other just created, and on the next attempt finds the migration recorded.
     migrate_attempts: 3,
+}
+
+impl_project_store! {
+    store: SqliteStore,
+    db: sqlx::Sqlite,
+    for_update: "",
 }

@@ -734,6 +734,7 @@ macro_rules! impl_store {
                         .bind(app.access_token_ttl_secs)
                         .bind(utc(app.created_at))
                         .bind(utc(app.updated_at))
+                        .bind(&app.claim_uri)
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("account")))?;
@@ -812,6 +813,7 @@ macro_rules! impl_store {
                         .bind(&app.account_id)
                         .bind(app.access_token_ttl_secs)
                         .bind(utc(app.updated_at))
+                        .bind(&app.claim_uri)
                         .execute(&self.writer)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("account")))?;

@@ -70,8 +70,15 @@ struct CreateApplicationArgs {
     redirect_uris: Vec<String>,
     #[arg(long)]
     first_party: bool,
+    /// A partner application: provisions databases in its account's workspace.
     #[arg(long)]
     partner: bool,
+    /// The account (workspace) the application belongs to (required for partners).
+    #[arg(long)]
+    account: Option<String>,
+    /// A partner's claim page (`claimUrl` links to it with `?token=`).
+    #[arg(long)]
+    claim_uri: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -140,6 +147,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  audience:      {}", state.management_audience);
     }
     let refresh = keyward_server::spawn_key_refresh(state.clone());
+    let reaper = keyward_server::provisioning::reaper::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -151,6 +159,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     refresh.abort();
+    reaper.abort();
     Ok(())
 }
 
@@ -243,7 +252,8 @@ async fn applications(settings: Settings, command: ApplicationsCommand) -> anyho
                 grants,
                 first_party: args.first_party,
                 partner: args.partner,
-                account_id: None,
+                claim_uri: args.claim_uri,
+                account_id: args.account,
                 access_token_ttl_secs: None,
             };
             let (app, secret) = keyward_server::api::applications::build_application(&state, body)

@@ -38,6 +38,10 @@ const ENV_SETTINGS: &[&str] = &[
     "signin_max_failures_per_address",
     "signin_throttle_window_secs",
     "secure_cookies",
+    "regions",
+    "local_region_url",
+    "provisioning_audience",
+    "reaper_interval_secs",
 ];
 
 pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {

@@ -49,6 +49,25 @@ fn check_grant_types(kind: ApplicationKind, grant_types: &[String]) -> Result<()
     Ok(())
 }
 
+/// A partner provisions in its own workspace, so it must belong to one; its claim page is
+/// an absolute URL like a redirect URI.
+fn check_partner(
+    partner: bool,
+    account_id: Option<&str>,
+    claim_uri: Option<&str>,
+) -> Result<(), ApiError> {
+    if partner && account_id.is_none() {
+        return Err(ApiError::validation(
+            "account_id",
+            "a partner application must belong to an account (its workspace)",
+        ));
+    }
+    if let Some(uri) = claim_uri {
+        validate::redirect_uri("claim_uri", uri)?;
+    }
+    Ok(())
+}
+
 fn check_uris(field: &'static str, uris: &[String]) -> Result<(), ApiError> {
     for uri in uris {
         validate::redirect_uri(field, uri)?;
@@ -109,11 +128,20 @@ pub async fn build_application(
     body: proto::CreateApplication,
 ) -> Result<(Application, Option<String>), ApiError> {
     let name = validate::display_name("name", &body.name)?;
-    let grant_types = body
-        .grant_types
-        .clone()
-        .unwrap_or_else(|| default_grant_types(body.kind));
+    let grant_types = body.grant_types.clone().unwrap_or_else(|| {
+        let mut defaults = default_grant_types(body.kind);
+        // A partner provisions with client credentials and claims with user grants.
+        if body.partner && body.kind.is_confidential() && body.kind != ApplicationKind::M2m {
+            defaults.push("client_credentials".to_owned());
+        }
+        defaults
+    });
     check_grant_types(body.kind, &grant_types)?;
+    check_partner(
+        body.partner,
+        body.account_id.as_deref(),
+        body.claim_uri.as_deref(),
+    )?;
     check_uris("redirect_uris", &body.redirect_uris)?;
     check_uris("post_logout_redirect_uris", &body.post_logout_redirect_uris)?;
     if let Some(ttl) = body.access_token_ttl_secs {
@@ -143,6 +171,7 @@ pub async fn build_application(
         grants,
         first_party: body.first_party,
         partner: body.partner,
+        claim_uri: body.claim_uri,
         account_id: body.account_id,
         access_token_ttl_secs: body.access_token_ttl_secs,
         secrets,
@@ -299,6 +328,14 @@ pub async fn update(
         if let Some(partner) = body.partner {
             app.partner = partner;
         }
+        if let Some(claim_uri) = body.claim_uri {
+            app.claim_uri = claim_uri;
+        }
+        check_partner(
+            app.partner,
+            app.account_id.as_deref(),
+            app.claim_uri.as_deref(),
+        )?;
         if let Some(ttl) = body.access_token_ttl_secs {
             if let Some(ttl) = ttl {
                 validate::token_ttl("access_token_ttl_secs", ttl)?;

@@ -100,6 +100,7 @@ async fn authorize(
         prompt: Vec::new(),
         max_age: None,
         login_hint: None,
+        claim_project_id: None,
     };
     let resource_name = match (params.resource.as_deref(), params.audience.as_deref()) {
         (Some(r), Some(a)) if r != a => {
@@ -126,10 +127,24 @@ async fn authorize(
         },
         None => None,
     };
-    let request = match validate_request(&client, &params, redirect_uri, resource.as_deref()) {
+    let mut request = match validate_request(&client, &params, redirect_uri, resource.as_deref()) {
         Ok(request) => request,
         Err(e) => return flow::error_redirect(state, &fallback, e.error, &e.description),
     };
+    if let Some(token) = params.claim_token.as_deref() {
+        // Only the partner that created the project may start its claim.
+        match crate::provisioning::api::claimable_project(state, token, &client.id).await {
+            Ok(project) => request.claim_project_id = Some(project.id),
+            Err(e) => {
+                let description = match e.code() {
+                    "claim_expired" => "the claim link has expired",
+                    "internal_error" => "the server could not check the claim link",
+                    _ => "the claim link is not valid",
+                };
+                return flow::error_redirect(state, &fallback, "invalid_request", description);
+            }
+        }
+    }
     let result = async {
         let id = flow::create(state, &request).await?;
         let pending = flow::load(state, &id)

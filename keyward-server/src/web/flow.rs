@@ -232,7 +232,8 @@ pub async fn advance(
     // 3. Consent: not for first-party applications; remembered per user, client, resource.
     let consent_needed = if pending.progress.consented {
         false
-    } else if request.has_prompt("consent") {
+    } else if request.has_prompt("consent") || request.claim_project_id.is_some() {
+        // A claim moves a project between workspaces: always asked, never remembered.
         true
     } else if client.first_party {
         false
@@ -309,5 +310,9 @@ pub async fn advance(
                 "account_id": grant.account_id }),
     )
     .await;
-    Ok(client_redirect(state, &request, &[("code", &code)]))
+    let mut params: Vec<(&str, &str)> = vec![("code", &code)];
+    if let Some(project_id) = request.claim_project_id.as_deref() {
+        params.push(("project_id", project_id));
+    }
+    Ok(client_redirect(state, &request, &params))
 }

@@ -691,6 +691,8 @@ struct ConsentPage<'a> {
     workspace: Option<String>,
     redirect_host: String,
     client_name: Option<String>,
+    /// The project a partner's claim moves into the chosen workspace.
+    claim_project: Option<String>,
 }
 
 fn identity_scope_description(scope: &str) -> Option<&'static str> {
@@ -759,6 +761,10 @@ pub async fn consent_page(
             .or(user.username.clone())
             .or(user.primary_phone.clone())
             .unwrap_or(user.id.clone());
+        let claim_project = match &pending.request.claim_project_id {
+            Some(id) => state.store.get_project(id).await?.map(|p| p.name),
+            None => None,
+        };
         let csrf = Csrf::for_request(&state, &headers);
         let mut response = page(
             StatusCode::OK,
@@ -771,6 +777,7 @@ pub async fn consent_page(
                 workspace,
                 redirect_host,
                 client_name: client_name(&state, &pending).await,
+                claim_project,
             },
         );
         csrf.apply(&mut response);

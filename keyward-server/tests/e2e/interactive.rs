@@ -14,34 +14,34 @@ use crate::on_both_stores;
 use crate::testkit::{Backend, TestServer};
 
 const API: &str = "https://api.example.test";
-const CALLBACK: &str = "https://client.example.test/callback";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CALLBACK: &str = "https://client.example.test/callback";
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const PASSWORD: &str = "correct horse battery staple";
 
-fn challenge(verifier: &str) -> String {
+pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-fn jwt_payload(token: &str) -> Value {
+pub fn jwt_payload(token: &str) -> Value {
     let part = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
 /// A cookie-keeping client that does not follow redirects.
-struct Browser {
+pub struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: HashMap<String, String>,
 }
 
-struct Page {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
+pub struct Page {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
 }
 
 impl Page {
-    fn location(&self) -> String {
+    pub fn location(&self) -> String {
         self.headers
             .get(LOCATION)
             .map(|v| v.to_str().unwrap().to_owned())
@@ -61,7 +61,7 @@ impl Page {
 }
 
 impl Browser {
-    fn new(server: &TestServer) -> Self {
+    pub fn new(server: &TestServer) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -105,7 +105,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, url: &str) -> Page {
+    pub async fn get(&mut self, url: &str) -> Page {
         let response = self
             .http
             .get(self.absolute(url))
@@ -116,7 +116,7 @@ impl Browser {
         self.finish(response).await
     }
 
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
+    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
         let response = self
             .http
             .post(self.absolute(url))
@@ -129,9 +129,9 @@ impl Browser {
     }
 }
 
-struct Client {
-    client_id: String,
-    secret: Option<String>,
+pub struct Client {
+    pub client_id: String,
+    pub secret: Option<String>,
 }
 
 /// An API resource (once per server) and an application.
@@ -204,7 +204,11 @@ fn authorize_url(client: &Client, extra: &[(&str, &str)]) -> String {
 
 /// Follows the flow from `start` to the client's callback, signing up `username` if asked
 /// to sign in, creating a workspace and consenting. Returns the callback's query pairs.
-async fn run_flow(browser: &mut Browser, start: &str, username: &str) -> HashMap<String, String> {
+pub async fn run_flow(
+    browser: &mut Browser,
+    start: &str,
+    username: &str,
+) -> HashMap<String, String> {
     let mut page = browser.get(start).await;
     for _ in 0..12 {
         assert_eq!(
@@ -274,7 +278,7 @@ async fn run_flow(browser: &mut Browser, start: &str, username: &str) -> HashMap
     panic!("the flow did not reach the callback");
 }
 
-async fn token_request(
+pub async fn token_request(
     server: &TestServer,
     client: &Client,
     form: &[(&str, &str)],

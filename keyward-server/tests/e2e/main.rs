@@ -8,5 +8,6 @@ mod discovery_keys;
 mod interactive;
 mod management_rules;
 mod multi_node;
+mod provisioning;
 mod seed_flow;
 mod token_endpoint;

@@ -38,6 +38,7 @@ async fn seed_admin_flow_through_the_client_library(backend: Backend) {
             grants: vec![],
             first_party: true,
             partner: false,
+            claim_uri: None,
             account_id: None,
             access_token_ttl_secs: None,
         })

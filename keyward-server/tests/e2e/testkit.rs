@@ -39,6 +39,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// The issuer, when it is not this node's own URL (nodes behind one public name).
     pub issuer: Option<String>,
+    /// Database regions (default: the local test PostgreSQL, found by the start-up probe).
+    pub regions: Vec<keyward_provision::Region>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             client_cache_ttl_secs: 5,
             database_url: None,
             issuer: None,
+            regions: Vec::new(),
         }
     }
 }
@@ -81,6 +84,8 @@ impl TestServer {
             bootstrap_client_id: options.bootstrap.then(|| ADMIN_CLIENT_ID.to_owned()),
             bootstrap_client_secret: options.bootstrap.then(|| ADMIN_SECRET.to_owned()),
             client_cache_ttl_secs: options.client_cache_ttl_secs,
+            local_region_url: keyward_store::test_support::test_postgres_server_url(),
+            regions: options.regions.clone(),
             ..Settings::default()
         };
         let (state, _report) = keyward_server::prepare(settings).await.unwrap();

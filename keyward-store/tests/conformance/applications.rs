@@ -52,6 +52,7 @@ async fn application_round_trip(store: Arc<dyn Store>) {
         redirect_uris: vec![],
         first_party: false,
         partner: true,
+        claim_uri: None,
         access_token_ttl_secs: None,
         ..application("spa-1")
     };
@@ -147,6 +148,7 @@ async fn update_application_writes_mutable_fields(store: Arc<dyn Store>) {
         }],
         first_party: false,
         partner: true,
+        claim_uri: None,
         account_id: Some(acc.id.clone()),
         access_token_ttl_secs: None,
         updated_at: t(50),

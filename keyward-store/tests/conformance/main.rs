@@ -49,6 +49,7 @@ mod audit;
 mod consents;
 mod grants;
 mod memberships;
+mod projects;
 mod resources;
 mod sessions;
 mod signing_keys;

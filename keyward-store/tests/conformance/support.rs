@@ -129,6 +129,7 @@ pub fn application(client_id: &str) -> Application {
         ],
         first_party: true,
         partner: false,
+        claim_uri: None,
         account_id: None,
         access_token_ttl_secs: Some(900),
         secrets: vec![],
