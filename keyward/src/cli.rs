@@ -40,6 +40,17 @@ enum Command {
     Keys(KeysCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// The reference partner (`partner serve`: the create and claim service).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+    /// Create a PostgreSQL database through a partner service, like `npx create-db`.
+    CreateDb(keyward_partner::CreateDbArgs),
+}
+
+#[derive(Subcommand)]
+enum PartnerCommand {
+    /// Serve `POST /create`, the claim page and the OAuth callback.
+    Serve(keyward_partner::PartnerServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -102,9 +113,29 @@ enum KeysCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The partner commands are clients of a Keyward server; they need none of its settings.
+    let command = match cli.command {
+        Command::CreateDb(args) => {
+            let code = keyward_partner::create_db(args).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            return Ok(());
+        }
+        Command::Partner(PartnerCommand::Serve(args)) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            return keyward_partner::serve(args).await;
+        }
+        other => other,
+    };
     let settings = crate::config::load(cli.config.as_deref())?;
     init_tracing(&settings);
-    match cli.command {
+    match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let url = settings.database_url();
@@ -121,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", keyward_server::openapi().to_pretty_json()?);
             Ok(())
         }
+        Command::CreateDb(_) | Command::Partner(_) => Ok(()),
     }
 }
 
