@@ -204,6 +204,16 @@ async fn expire(server: &TestServer, project_id: &str) {
     }
 }
 
+/// Drops what a test left in the shared PostgreSQL cluster (claimed projects stay
+/// otherwise).
+async fn drop_projects(server: &TestServer, ids: &[&str]) {
+    for id in ids {
+        keyward_server::provisioning::service::drop_project(&server.state, id)
+            .await
+            .unwrap();
+    }
+}
+
 async fn claim_flow_end_to_end(backend: Backend) {
     let server = TestServer::start(backend).await;
     let partner = partner(&server, "Partner Inc").await;
@@ -380,6 +390,11 @@ async fn claim_flow_end_to_end(backend: Backend) {
         .await;
     assert_eq!(status, 204);
     assert!(!database_exists(&other_db).await);
+    drop(user_conn);
+    drop(again);
+    drop_projects(&server, &[&project_id]).await;
+    let own = database["connections"][0]["database"].as_str().unwrap();
+    assert!(!database_exists(own).await);
 }
 
 async fn transfer_refusals(backend: Backend) {
@@ -546,6 +561,7 @@ async fn transfer_refusals(backend: Backend) {
     );
     let page = browser.get(&start).await;
     assert!(page.location().contains("expired"), "{}", page.location());
+    drop_projects(&server, &[&project_id]).await;
 }
 
 async fn unclaimed_projects_expire_and_claimed_ones_stay(backend: Backend) {
@@ -595,6 +611,7 @@ async fn unclaimed_projects_expire_and_claimed_ones_stay(backend: Backend) {
         keyward_server::provisioning::reaper::reap_due(&server.state).await,
         0
     );
+    drop_projects(&server, &[&kept_id]).await;
 }
 
 on_both_stores!(
