@@ -618,6 +618,7 @@ on_both_stores!(
     claim_flow_end_to_end,
     transfer_refusals,
     unclaimed_projects_expire_and_claimed_ones_stay,
+    projects_databases_and_connections,
 );
 
 /// A region whose admin may create roles but not databases: creation fails after the role
@@ -732,4 +733,396 @@ async fn no_region_is_a_clear_503() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "provisioning_not_configured");
     assert!(body["detail"].as_str().unwrap().contains("KEYWARD_REGIONS"));
+}
+
+/// The user and password of a connection string.
+fn credentials(connection_string: &str) -> (String, String) {
+    let url = url::Url::parse(connection_string).unwrap();
+    (
+        url.username().to_owned(),
+        url.password().unwrap().to_owned(),
+    )
+}
+
+/// Whether PostgreSQL would accept `password` for the role: recomputes the role's stored
+/// SCRAM verifier with its salt and iterations. (The test cluster may trust every local
+/// connection, so logging in proves nothing about the password.)
+async fn password_accepted(connection_string: &str) -> bool {
+    let (role, password) = credentials(connection_string);
+    let mut admin =
+        sqlx::PgConnection::connect(&keyward_store::test_support::test_postgres_server_url())
+            .await
+            .unwrap();
+    let stored: Option<Option<String>> =
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(&role)
+            .fetch_optional(&mut admin)
+            .await
+            .unwrap();
+    let Some(Some(stored)) = stored else {
+        return false;
+    };
+    let params = stored
+        .strip_prefix("SCRAM-SHA-256$")
+        .unwrap()
+        .split('$')
+        .next()
+        .unwrap();
+    let (iterations, salt) = params.split_once(':').unwrap();
+    use base64::Engine as _;
+    let salt = base64::engine::general_purpose::STANDARD
+        .decode(salt)
+        .unwrap();
+    keyward_provision::scram_sha256_verifier(&password, &salt, iterations.parse().unwrap())
+        == stored
+}
+
+async fn role_exists(role: &str) -> bool {
+    let mut admin =
+        sqlx::PgConnection::connect(&keyward_store::test_support::test_postgres_server_url())
+            .await
+            .unwrap();
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+    found.is_some()
+}
+
+fn with_password(connection_string: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = connection_string.split_once("://").unwrap();
+    let (_, host) = rest.split_once('@').unwrap();
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+async fn projects_databases_and_connections(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let partner = partner(&server, "Partner H").await;
+
+    // TTL bounds: 30 minutes to 24 hours.
+    for ttl in [60, 86_401] {
+        let (status, body) = server
+            .call(
+                "POST",
+                "/v1/projects",
+                &partner.token,
+                Some(json!({ "name": "x", "ttlSeconds": ttl })),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (status, body) = server
+        .call(
+            "POST",
+            "/v1/projects",
+            &partner.token,
+            Some(json!({ "name": "x", "region": "mars" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = server
+        .call(
+            "POST",
+            "/v1/projects",
+            &partner.token,
+            Some(json!({ "nme": "typo" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("unknown field"));
+
+    // Cursor pagination over three projects.
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(create_project(&server, &partner, 1800).await);
+    }
+    let (status, first) = server
+        .call("GET", "/v1/projects?limit=2", &partner.token, None)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["data"].as_array().unwrap().len(), 2);
+    assert_eq!(first["pagination"]["hasMore"], true);
+    let cursor = first["pagination"]["nextCursor"].as_str().unwrap();
+    let (_, second) = server
+        .call(
+            "GET",
+            &format!("/v1/projects?limit=2&cursor={cursor}"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(second["data"].as_array().unwrap().len(), 1);
+    assert_eq!(second["pagination"]["hasMore"], false);
+    // Listed projects never carry secrets.
+    assert!(!first.to_string().contains("password"), "{first}");
+
+    let project = &created[0];
+    let id = project["id"].as_str().unwrap();
+    let (status, renamed) = server
+        .call(
+            "PATCH",
+            &format!("/v1/projects/{id}"),
+            &partner.token,
+            Some(json!({ "name": "renamed" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["data"]["name"], "renamed");
+    let (_, got) = server
+        .call("GET", &format!("/v1/projects/{id}"), &partner.token, None)
+        .await;
+    assert_eq!(got["data"]["name"], "renamed");
+    assert!(got["data"]["database"]["connectionString"].is_null());
+
+    // A second database in the project: created for real, listed, fetched.
+    let (status, added) = server
+        .call(
+            "POST",
+            &format!("/v1/projects/{id}/databases"),
+            &partner.token,
+            Some(json!({ "name": "analytics" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let db = &added["data"];
+    let db_id = db["id"].as_str().unwrap();
+    let db_cs = db["connectionString"].as_str().unwrap().to_owned();
+    let db_name = db["connections"][0]["database"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut owner = sqlx::PgConnection::connect(&db_cs).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE events (n int); INSERT INTO events VALUES (7)")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let (_, listed) = server
+        .call(
+            "GET",
+            &format!("/v1/projects/{id}/databases"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/v1/databases/{db_id}"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // New credentials: a second login that acts as the owner.
+    let (status, conn) = server
+        .call(
+            "POST",
+            &format!("/v1/databases/{db_id}/connections"),
+            &partner.token,
+            Some(json!({ "name": "ci" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{conn}");
+    let conn_id = conn["data"]["id"].as_str().unwrap().to_owned();
+    let ci_cs = conn["data"]["connectionString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ci = sqlx::PgConnection::connect(&ci_cs).await.unwrap();
+    let n: i32 = sqlx::query_scalar("SELECT n FROM events")
+        .fetch_one(&mut ci)
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+    // Tables it creates belong to the database owner.
+    sqlx::raw_sql("CREATE TABLE from_ci (x int)")
+        .execute(&mut ci)
+        .await
+        .unwrap();
+    let table_owner: String =
+        sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'from_ci'")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(table_owner, db["connections"][0]["user"].as_str().unwrap());
+    drop(ci);
+
+    // Rotation: the old password stops working, the new one works.
+    assert!(password_accepted(&ci_cs).await);
+    let (status, rotated) = server
+        .call(
+            "POST",
+            &format!("/v1/connections/{conn_id}/rotate"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert!(rotated["data"]["rotatedAt"].is_string());
+    let new_cs = rotated["data"]["connectionString"].as_str().unwrap();
+    assert!(!password_accepted(&ci_cs).await);
+    assert!(password_accepted(new_cs).await);
+    // The owner's own connection rotates too.
+    let owner_conn = db["connections"][0]["id"].as_str().unwrap();
+    let (status, owner_rotated) = server
+        .call(
+            "POST",
+            &format!("/v1/connections/{owner_conn}/rotate"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{owner_rotated}");
+    assert!(!password_accepted(&db_cs).await);
+    let owner_user = db["connections"][0]["user"].as_str().unwrap();
+    let owner_pw = owner_rotated["data"]["password"].as_str().unwrap();
+    assert!(password_accepted(&with_password(&db_cs, owner_user, owner_pw)).await);
+    drop(owner);
+
+    // The owner's connection and the default database go only with their parents.
+    let (status, body) = server
+        .call(
+            "DELETE",
+            &format!("/v1/connections/{owner_conn}"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let default_db = project["database"]["id"].as_str().unwrap();
+    let (status, body) = server
+        .call(
+            "DELETE",
+            &format!("/v1/databases/{default_db}"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // Deleting the extra connection removes the login.
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/connections/{conn_id}"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(!role_exists(&credentials(new_cs).0).await);
+
+    // Another workspace sees none of it.
+    let other = self::partner(&server, "Partner I").await;
+    for path in [
+        format!("/v1/databases/{db_id}"),
+        format!("/v1/projects/{id}/databases"),
+    ] {
+        let (status, _) = server.call("GET", &path, &other.token, None).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/databases/{db_id}"),
+            &other.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, others) = server.call("GET", "/v1/projects", &other.token, None).await;
+    assert!(others["data"].as_array().unwrap().is_empty());
+
+    // Deleting the extra database really drops it.
+    assert!(database_exists(&db_name).await);
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/databases/{db_id}"),
+            &partner.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(!database_exists(&db_name).await);
+
+    // A workspace that owns projects is not deleted.
+    let admin = server.admin_token().await;
+    let (status, body) = server
+        .call(
+            "DELETE",
+            &format!("/api/accounts/{}", partner.account_id),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "account_has_projects");
+
+    for project in &created {
+        let (status, _) = server
+            .call(
+                "DELETE",
+                &format!("/v1/projects/{}", project["id"].as_str().unwrap()),
+                &partner.token,
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+    }
+}
+
+/// Two nodes on one PostgreSQL store run their reapers at the same moment: each expired
+/// project is dropped exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_reap_each_project_once() {
+    let first = TestServer::start(Backend::Postgres).await;
+    let second = TestServer::start_with(
+        Backend::Postgres,
+        Options {
+            database_url: Some(first.database_url.clone()),
+            bootstrap: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let partner = partner(&first, "Partner R").await;
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        let project = create_project(&first, &partner, 1800).await;
+        names.push(
+            project["database"]["connections"][0]["database"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        expire(&first, project["id"].as_str().unwrap()).await;
+    }
+    let (a, b) = tokio::join!(
+        keyward_server::provisioning::reaper::reap_due(&first.state),
+        keyward_server::provisioning::reaper::reap_due(&second.state)
+    );
+    assert_eq!(a + b, 6, "dropped {a} + {b}");
+    for name in &names {
+        assert!(!database_exists(name).await);
+    }
+    let admin = first.admin_token().await;
+    let (_, events) = first
+        .call(
+            "GET",
+            "/api/audit-logs?action=project.reap&limit=100",
+            &admin,
+            None,
+        )
+        .await;
+    let successes = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .count();
+    assert_eq!(successes, 6, "{events}");
 }
