@@ -92,6 +92,30 @@ mod tests {
     }
 
     #[test]
+    fn regions_come_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "keyward.toml",
+                "[[regions]]\nid = \"eu\"\nadmin_url = \"postgres://admin@db.eu/postgres\"\n\
+                 public_host = \"eu.db.example.com\"\n",
+            )?;
+            let settings = load(Some(Path::new("keyward.toml"))).unwrap();
+            assert_eq!(settings.regions.len(), 1);
+            assert_eq!(settings.regions[0].id, "eu");
+            assert_eq!(settings.regions[0].connection_limit, 10);
+            jail.set_env(
+                "KEYWARD_REGIONS",
+                r#"[{id="us", name="US East", admin_url="postgres://admin@db.us/postgres", public_port=6432}]"#,
+            );
+            let settings = load(Some(Path::new("keyward.toml"))).unwrap();
+            assert_eq!(settings.regions.len(), 1);
+            assert_eq!(settings.regions[0].id, "us");
+            assert_eq!(settings.regions[0].public_port, Some(6432));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_file_settings_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("keyward.toml", "isuer = \"typo\"\n")?;
