@@ -4,7 +4,13 @@
 #   1. keyward-server/tests/browser: headless Chromium (Debian's, driven by playwright-core)
 #      signs up, creates a workspace, consents; then the code exchange, tokens, userinfo,
 #      refresh rotation and reuse detection (node --test);
-#   2. keyward-server/tests/interop/authlib_flow.py: the same flow through Authlib's
+#   2. keyward-server/tests/browser/claim.test.mjs: the `npx create-db` experience through
+#      the real binary: `keyward serve` with the local PostgreSQL as region `local`, the
+#      reference partner (`keyward partner serve`), `keyward create-db` (JSON, --env file,
+#      human output, regions), psql on the new database, then the claim in headless
+#      Chromium (claim page, sign-up, new workspace, consent, the partner's success page),
+#      the audit log's project.transfer, the spent claim link, the data still readable;
+#   3. keyward-server/tests/interop/authlib_flow.py: the same flow as 1 through Authlib's
 #      OAuth2Session, the hosted pages driven with plain requests.
 #
 # Installs what is missing: Chromium (apt), the npm packages (npm ci), a Python venv under
@@ -16,10 +22,13 @@
 #   STORES=sqlite,postgres        which stores to run on
 #   KEYWARD_TEST_POSTGRES_URL     maintenance database URL (CREATE/DROP DATABASE), default
 #                                 postgres://postgres@127.0.0.1:5432/postgres; PostgreSQL must
-#                                 be running (scripts/test.sh starts it)
+#                                 be running (scripts/test.sh starts it; this script starts
+#                                 the system cluster if it is not). The claim test needs it
+#                                 on every store: it hosts the provisioned databases.
+#   CLAIM_TEST=0                  skip the create-db / claim test
 #   KEYWARD_BIN                   another server binary
 #
-# Exit status: 0 when both suites pass; otherwise 1, with the failing suite's output and
+# Exit status: 0 when all suites pass; otherwise 1, with the failing suite's output and
 # the server logs (printed by the suites; kept under target/browser-tests and
 # target/interop-tests).
 set -euo pipefail
@@ -27,6 +36,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 STORES=${STORES:-sqlite,postgres}
+CLAIM_TEST=${CLAIM_TEST:-1}
 export KEYWARD_TEST_POSTGRES_URL=${KEYWARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export KEYWARD_BIN=${KEYWARD_BIN:-$ROOT/target/debug/keyward}
 BROWSER_DIR=$ROOT/keyward-server/tests/browser
@@ -62,7 +72,8 @@ fi
 need psql || apt_install postgresql-client
 need curl || apt_install curl
 
-if [[ ",$STORES," == *,postgres,* ]]; then
+# PostgreSQL: for the postgres store, and for the claim test on any store (region `local`).
+if [[ ",$STORES," == *,postgres,* ]] || [ "$CLAIM_TEST" = 1 ]; then
   if ! pg_isready -d "$KEYWARD_TEST_POSTGRES_URL" -q 2>/dev/null; then
     if [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql 2>/dev/null)" ] && need pg_ctlcluster; then
       log "starting the system PostgreSQL cluster"
@@ -70,7 +81,7 @@ if [[ ",$STORES," == *,postgres,* ]]; then
       for _ in $(seq 1 30); do pg_isready -d "$KEYWARD_TEST_POSTGRES_URL" -q 2>/dev/null && break; sleep 1; done
     fi
     pg_isready -d "$KEYWARD_TEST_POSTGRES_URL" -q 2>/dev/null ||
-      die "PostgreSQL is not reachable at $KEYWARD_TEST_POSTGRES_URL (start it, or STORES=sqlite)"
+      die "PostgreSQL is not reachable at $KEYWARD_TEST_POSTGRES_URL (start it, or STORES=sqlite CLAIM_TEST=0)"
   fi
 fi
 
@@ -114,6 +125,13 @@ if ! (cd "$BROWSER_DIR" && KEYWARD_BROWSER_STORES=$STORES node --test --test-con
   FAILED+=("browser")
 fi
 
+if [ "$CLAIM_TEST" = 1 ]; then
+  log "create-db and claim test (keyward partner serve, keyward create-db, psql, headless Chromium) on: $STORES"
+  if ! (cd "$BROWSER_DIR" && KEYWARD_BROWSER_STORES=$STORES node --test --test-concurrency=1 --test-reporter=spec claim.test.mjs); then
+    FAILED+=("claim")
+  fi
+fi
+
 log "Authlib interop test on: $STORES"
 if ! "$VENV/bin/python" "$INTEROP_DIR/authlib_flow.py" --stores "$STORES"; then
   FAILED+=("authlib")
@@ -125,7 +143,11 @@ if [ "${#FAILED[@]}" -gt 0 ]; then
     [ -f "$d/server.log" ] || continue
     printf '\n--- server log kept: %sserver.log (last 60 lines) ---\n' "$d" >&2
     tail -n 60 "$d/server.log" >&2
+    if [ -f "$d/partner.log" ]; then
+      printf '\n--- partner log kept: %spartner.log (last 40 lines) ---\n' "$d" >&2
+      tail -n 40 "$d/partner.log" >&2
+    fi
   done
   exit 1
 fi
-log "interactive tests passed (browser and Authlib, on $STORES)"
+log "interactive tests passed (browser, claim and Authlib, on $STORES)"

@@ -2,7 +2,8 @@
 // loopback port with a fresh store (a SQLite file in a temp dir, or a new PostgreSQL
 // database that is dropped afterwards), a tiny callback server that records what the
 // authorization server redirects to it, and small HTTP helpers (admin token, management
-// calls, token endpoint, JWT decoding and verification).
+// calls, token endpoint, JWT decoding and verification); for the claim test, the reference
+// partner (`keyward partner serve`), the CLI (`keyward create-db`) and psql.
 //
 // Environment:
 //   KEYWARD_BIN                 the server binary (default: <repo>/target/debug/keyward)
@@ -10,7 +11,7 @@
 //                               (default postgres://postgres@127.0.0.1:5432/postgres)
 //   KEYWARD_TEST_KEEP=1         keep temp dirs and logs after the run
 
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { createHash, createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
 import http from 'node:http';
@@ -313,4 +314,109 @@ export async function launchBrowser() {
     executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   });
+}
+
+/**
+ * Runs psql against `url` (any PostgreSQL URL, not only PG_ADMIN_URL) with ON_ERROR_STOP,
+ * unaligned tuples-only output. Returns {status, stdout, stderr}; never throws on SQL errors.
+ */
+export function runPsql(url, sql) {
+  const r = spawnSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-qAtc', sql], { encoding: 'utf8', timeout: 60_000 });
+  if (r.error) throw new Error(`psql: ${r.error.message}`);
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** `keyward <args…>` as a child process. Resolves {code, stdout, stderr}; never rejects on a non-zero exit. */
+export function runKeyward(args, { env = {}, timeoutMs = 120_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(
+      KEYWARD_BIN,
+      args,
+      { env: { ...process.env, NO_COLOR: '1', ...env }, timeout: timeoutMs, maxBuffer: 4 << 20, encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        if (error && typeof error.code !== 'number') {
+          reject(new Error(`keyward ${args.join(' ')}: ${error.message}\n${stderr}`));
+          return;
+        }
+        resolve({ code: error ? error.code : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+/**
+ * Starts the reference partner (`keyward partner serve`) for `server` on `port` (default: a
+ * free loopback port; pass one when the application's claim_uri and redirect URI must be
+ * registered first), logging to `<server.dir>/partner.log`, and waits for its /healthz.
+ * Returns {base, logPath, log(), stop()}.
+ */
+export async function startPartner(server, { clientId, clientSecret, port, args = [], env = {} }) {
+  port = port || (await freePort());
+  const base = `http://127.0.0.1:${port}`;
+  const logPath = path.join(server.dir, 'partner.log');
+  const logFd = openSync(logPath, 'a');
+  const child = spawn(
+    KEYWARD_BIN,
+    [
+      'partner',
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--public-url',
+      base,
+      '--keyward-url',
+      server.issuer,
+      '--client-id',
+      clientId,
+      '--client-secret',
+      clientSecret,
+      ...args,
+    ],
+    {
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1', ...env },
+      stdio: ['ignore', logFd, logFd],
+    },
+  );
+  closeSync(logFd);
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  const partner = {
+    base,
+    logPath,
+    child,
+    log() {
+      try {
+        return readFileSync(logPath, 'utf8');
+      } catch {
+        return '';
+      }
+    },
+    async stop() {
+      if (exited !== null) return;
+      child.kill('SIGINT'); // the partner shuts down gracefully on Ctrl-C
+      for (let i = 0; i < 50 && exited === null; i++) await sleep(100);
+      if (exited === null) child.kill('SIGKILL');
+      for (let i = 0; i < 20 && exited === null; i++) await sleep(100);
+    },
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited !== null) {
+      throw new Error(`keyward partner serve exited during start-up (${JSON.stringify(exited)}):\n${partner.log().slice(-4000)}`);
+    }
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await partner.stop();
+      throw new Error(`no 200 from ${base}/healthz after 30 s:\n${partner.log().slice(-4000)}`);
+    }
+    await sleep(100);
+  }
+  return partner;
 }
