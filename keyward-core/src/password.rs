@@ -57,6 +57,23 @@ pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, Pas
         .map_err(|e| PasswordError::Hash(e.to_string()))
 }
 
+/// The Argon2id parameters of a PHC string (`None` for anything that is not Argon2id v19):
+/// a digest at other parameters is re-hashed at the configured ones on the next sign-in.
+pub fn argon2id_params(phc: &str) -> Option<Argon2Params> {
+    let hash = PasswordHash::new(phc).ok()?;
+    if Algorithm::try_from(hash.algorithm).ok()? != Algorithm::Argon2id
+        || hash.version != Some(0x13)
+    {
+        return None;
+    }
+    let params = Params::try_from(&hash).ok()?;
+    Some(Argon2Params {
+        memory_kib: params.m_cost(),
+        iterations: params.t_cost(),
+        parallelism: params.p_cost(),
+    })
+}
+
 /// Verifies `password` against an Argon2 PHC string (the parameters come from the string).
 pub fn verify_argon2(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
@@ -129,6 +146,22 @@ pub fn verify_argon2_with_memory(password: &str, phc: &str, memory: &mut Argon2M
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn argon2id_parameters_are_read_back() {
+        let params = Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let phc = hash_password("pw", params).unwrap();
+        assert_eq!(argon2id_params(&phc), Some(params));
+        assert_eq!(
+            argon2id_params("$argon2i$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"),
+            None
+        );
+        assert_eq!(argon2id_params("$2b$04$abc"), None);
+    }
 
     #[test]
     fn hash_and_verify() {

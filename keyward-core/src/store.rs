@@ -109,6 +109,17 @@ pub trait UserStore: Send + Sync {
         algorithm: &str,
         now: OffsetDateTime,
     ) -> StoreResult<()>;
+    /// Replaces the password digest only if it is still `expected_digest` (a sign-in that
+    /// re-hashes a legacy digest must not undo a password change made meanwhile). Returns
+    /// whether it did.
+    async fn upgrade_user_password(
+        &self,
+        id: &str,
+        expected_digest: &str,
+        digest: &str,
+        algorithm: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// Sets `last_sign_in_at`. Errors: `NotFound("user")`.
     async fn record_sign_in(&self, id: &str, now: OffsetDateTime) -> StoreResult<()>;
 }

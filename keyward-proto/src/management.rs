@@ -267,6 +267,13 @@ pub struct CreateUser {
     /// A plain password, hashed with Argon2id before it is stored.
     #[serde(default)]
     pub password: Option<String>,
+    /// Instead of `password`: a digest from another system (user migration), kept as is
+    /// and verified at sign-in, where a correct password replaces it with Argon2id.
+    /// Self-describing (`$2b$…`, `$argon2id$…`, `pbkdf2_sha256$…`, `pbkdf2:sha256:…`,
+    /// `{SSHA}…`, `$P$…`, `$6$…`, …) or a JSON legacy digest for salted/HMAC hashes and
+    /// Firebase scrypt (see `keyward-digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -109,6 +109,29 @@ impl AppState {
             .map_err(ApiError::Internal)
     }
 
+    /// Verifies a password against an imported digest (bcrypt, PBKDF2, LDAP, …, see
+    /// `keyward-digest`) on the hashing threads. A digest that cannot be checked at all
+    /// counts as a mismatch (and is logged): the user then signs in another way.
+    pub async fn verify_legacy_password(
+        &self,
+        password: String,
+        digest: String,
+    ) -> Result<bool, ApiError> {
+        let outcome = self
+            .passwords
+            .run(move |_| {
+                digest
+                    .parse::<keyward_digest::StoredDigest>()
+                    .and_then(|d| d.verify(password.as_bytes()))
+            })
+            .await
+            .map_err(ApiError::Internal)?;
+        Ok(outcome.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "an imported password digest could not be checked");
+            false
+        }))
+    }
+
     /// Reloads the published signing keys from the store into the key ring.
     pub async fn reload_keys(&self) -> Result<usize, StoreError> {
         let stored = self

@@ -141,6 +141,8 @@ pub(crate) const USER_BY_LOGIN: &str = concat!(
 );
 pub(crate) const SET_USER_PASSWORD: &str = "UPDATE users SET password_digest = $2, \
      password_algorithm = $3, updated_at = $4 WHERE id = $1";
+pub(crate) const UPGRADE_USER_PASSWORD: &str = "UPDATE users SET password_digest = $2, \
+     password_algorithm = $3, updated_at = $4 WHERE id = $1 AND password_digest = $5";
 pub(crate) const RECORD_SIGN_IN: &str = "UPDATE users SET last_sign_in_at = $2 WHERE id = $1";
 /// How many accounts have user `$1` as their only owner.
 pub(crate) const COUNT_SOLELY_OWNED: &str = "SELECT COUNT(*) FROM memberships m \

@@ -601,6 +601,26 @@ macro_rules! impl_store {
                     Ok(())
                 }
 
+                async fn upgrade_user_password(
+                    &self,
+                    id: &str,
+                    expected_digest: &str,
+                    digest: &str,
+                    algorithm: &str,
+                    now: OffsetDateTime,
+                ) -> StoreResult<bool> {
+                    let done = ::sqlx::query(sql::UPGRADE_USER_PASSWORD)
+                        .bind(id)
+                        .bind(digest)
+                        .bind(algorithm)
+                        .bind(utc(now))
+                        .bind(expected_digest)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(internal)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
                 async fn record_sign_in(&self, id: &str, now: OffsetDateTime) -> StoreResult<()> {
                     let done = ::sqlx::query(sql::RECORD_SIGN_IN)
                         .bind(id)

@@ -29,21 +29,50 @@ fn object_or_empty(field: &'static str, value: Option<Value>) -> Result<Value, A
     }
 }
 
+/// The algorithm name (`bcrypt`, `django_pbkdf2_sha256`, …) of an imported digest, after
+/// checking that it is well formed and its cost is within bounds. Hashes nothing.
+fn legacy_algorithm(digest: &str) -> Result<String, ApiError> {
+    let parsed: keyward_digest::StoredDigest =
+        digest.parse().map_err(|e: keyward_digest::DigestError| {
+            ApiError::validation("password_digest", e.to_string())
+        })?;
+    let algorithm = parsed
+        .algorithm()
+        .map_err(|e| ApiError::validation("password_digest", e.to_string()))?;
+    serde_json::to_value(algorithm)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or_else(|| ApiError::Internal("unnamed digest algorithm".into()))
+}
+
 pub(crate) async fn build_user(
     state: &AppState,
     body: proto::CreateUser,
     application_id: Option<String>,
 ) -> Result<User, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let password_digest = match body.password {
-        Some(password) if password.chars().count() < MIN_PASSWORD_LEN => {
+    let (password_digest, password_algorithm) = match (body.password, body.password_digest) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::validation(
+                "password_digest",
+                "give either password or password_digest, not both",
+            ))
+        }
+        (Some(password), None) if password.chars().count() < MIN_PASSWORD_LEN => {
             return Err(ApiError::validation(
                 "password",
                 format!("must be at least {MIN_PASSWORD_LEN} characters"),
             ))
         }
-        Some(password) => Some(state.hash_password(password).await?),
-        None => None,
+        (Some(password), None) => (
+            Some(state.hash_password(password).await?),
+            Some("argon2id".to_owned()),
+        ),
+        (None, Some(digest)) => {
+            let algorithm = legacy_algorithm(&digest)?;
+            (Some(digest), Some(algorithm))
+        }
+        (None, None) => (None, None),
     };
     Ok(User {
         id: new_id(IdKind::User),
@@ -74,7 +103,7 @@ pub(crate) async fn build_user(
         status: body.status.unwrap_or(UserStatus::Active),
         application_id,
         external_id: body.external_id.filter(|id| !id.is_empty()),
-        password_algorithm: password_digest.as_ref().map(|_| "argon2id".to_owned()),
+        password_algorithm,
         password_digest,
         last_sign_in_at: None,
         created_at: now,

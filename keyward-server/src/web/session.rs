@@ -118,6 +118,48 @@ fn normalize_login(login: &str) -> String {
     login.to_owned()
 }
 
+/// A correct password on a legacy digest, or on Argon2id at other parameters, is re-hashed
+/// at the configured Argon2id in the same request. The write only replaces the digest the
+/// sign-in verified, so a password change made meanwhile wins.
+async fn upgrade_password(
+    state: &AppState,
+    user: &mut User,
+    old: &str,
+    password: &str,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let from = user
+        .password_algorithm
+        .clone()
+        .unwrap_or_else(|| "argon2id".into());
+    let new = state.hash_password(password.to_owned()).await?;
+    if state
+        .store
+        .upgrade_user_password(&user.id, old, &new, "argon2id", now)
+        .await?
+    {
+        tracing::info!(user = %user.id, from = %from, "password digest upgraded to Argon2id");
+        crate::audit::record(
+            state,
+            &crate::extract::RequestId(None),
+            crate::audit::Actor {
+                kind: "user",
+                id: Some(&user.id),
+            },
+            "user.password_upgrade",
+            "user",
+            Some(&user.id),
+            keyward_core::AuditOutcome::Success,
+            None,
+            serde_json::json!({ "from": from, "to": "argon2id" }),
+        )
+        .await;
+        user.password_digest = Some(new);
+        user.password_algorithm = Some("argon2id".into());
+    }
+    Ok(())
+}
+
 /// Checks a password sign-in. Unknown users are verified against a decoy hash with the
 /// same cost, so time and answer do not reveal whether an account exists; failures count
 /// per account (or per login string when there is no account, which behaves the same) and
@@ -149,22 +191,45 @@ pub async fn verify_credentials(
     {
         return Ok(SignIn::Throttled);
     }
-    let digest = user
-        .as_ref()
-        .filter(|u| u.password_algorithm.as_deref().unwrap_or("argon2id") == "argon2id")
-        .and_then(|u| u.password_digest.clone());
-    let (phc, real) = match digest {
-        Some(phc) => (phc, true),
-        None => (state.decoy_hash.to_string(), false),
+    let stored = user.as_ref().and_then(|u| {
+        let algorithm = u.password_algorithm.as_deref().unwrap_or("argon2id");
+        u.password_digest
+            .clone()
+            .map(|d| (d, algorithm == "argon2id"))
+    });
+    // (matched, the digest to re-hash when it matched)
+    let (matches, stale) = match stored {
+        Some((digest, true)) => {
+            let ok = state
+                .verify_password(password.to_owned(), digest.clone())
+                .await?;
+            let current = keyward_core::password::argon2id_params(&digest) == Some(state.argon2);
+            (ok, (ok && !current).then_some(digest))
+        }
+        Some((digest, false)) => {
+            let ok = state
+                .verify_legacy_password(password.to_owned(), digest.clone())
+                .await?;
+            (ok, ok.then_some(digest))
+        }
+        None => {
+            // Unknown users (and users without a password) cost a decoy verification.
+            state
+                .verify_password(password.to_owned(), state.decoy_hash.to_string())
+                .await?;
+            (false, None)
+        }
     };
-    let matches = state.verify_password(password.to_owned(), phc).await? && real;
     match user {
-        Some(user) if matches => {
+        Some(mut user) if matches => {
             if account_failures > 0 {
                 state.store.clear_failures(&account_key).await?;
             }
             if user.status != UserStatus::Active {
                 return Ok(SignIn::Suspended);
+            }
+            if let Some(old) = stale {
+                upgrade_password(state, &mut user, &old, password, now).await?;
             }
             state.store.record_sign_in(&user.id, now).await?;
             Ok(SignIn::Success(Box::new(user)))

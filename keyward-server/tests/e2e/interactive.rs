@@ -80,7 +80,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -135,7 +135,7 @@ pub struct Client {
 }
 
 /// An API resource (once per server) and an application.
-async fn setup(server: &TestServer, kind: &str, first_party: bool) -> Client {
+pub async fn setup(server: &TestServer, kind: &str, first_party: bool) -> Client {
     let token = server.admin_token().await;
     let (status, body) = server
         .call(

@@ -7,6 +7,7 @@ mod audit;
 mod discovery_keys;
 mod interactive;
 mod management_rules;
+mod migration;
 mod multi_node;
 mod provisioning;
 mod seed_flow;

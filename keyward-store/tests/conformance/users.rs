@@ -568,3 +568,59 @@ async fn set_password_and_record_sign_in(store: Arc<dyn Store>) {
 }
 conformance!(set_password_and_record_sign_in
     => set_password_and_record_sign_in_sqlite, set_password_and_record_sign_in_postgres);
+
+async fn upgrade_password_only_replaces_the_expected_digest(store: Arc<dyn Store>) {
+    let bob = User {
+        password_digest: Some("$2b$04$legacylegacylegacylegacu".to_owned()),
+        password_algorithm: Some("bcrypt".to_owned()),
+        ..user(Some("bob"), None)
+    };
+    store.create_user(&bob).await.unwrap();
+    // A password change got in first: the upgrade of the old digest does nothing.
+    assert!(!store
+        .upgrade_user_password(
+            &bob.id,
+            "$1$other$digest",
+            "$argon2id$new",
+            "argon2id",
+            t(5)
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .get_user(&bob.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_algorithm
+            .as_deref(),
+        Some("bcrypt")
+    );
+    assert!(store
+        .upgrade_user_password(
+            &bob.id,
+            "$2b$04$legacylegacylegacylegacu",
+            "$argon2id$new",
+            "argon2id",
+            t(5)
+        )
+        .await
+        .unwrap());
+    let read = store.get_user(&bob.id).await.unwrap().unwrap();
+    assert_eq!(read.password_digest.as_deref(), Some("$argon2id$new"));
+    assert_eq!(read.password_algorithm.as_deref(), Some("argon2id"));
+    assert_eq!(read.updated_at, t(5));
+    // Twice: the second finds the digest already replaced.
+    assert!(!store
+        .upgrade_user_password(
+            &bob.id,
+            "$2b$04$legacylegacylegacylegacu",
+            "$argon2id$newer",
+            "argon2id",
+            t(6)
+        )
+        .await
+        .unwrap());
+}
+conformance!(upgrade_password_only_replaces_the_expected_digest => upgrade_password_sqlite, upgrade_password_postgres);
