@@ -561,6 +561,18 @@ async fn transfer_refusals(backend: Backend) {
     );
     let page = browser.get(&start).await;
     assert!(page.location().contains("expired"), "{}", page.location());
+    // And an expired project cannot be transferred, even with a valid recipient token.
+    let (_, late) = claim_authorization(
+        &server,
+        &partner_a.client,
+        None,
+        "workspace:admin",
+        "latecomer",
+    )
+    .await;
+    let (status, body) = transfer(&server, &partner_a, &project_id, &late).await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["code"], "project_expired");
     drop_projects(&server, &[&project_id]).await;
 }
 
@@ -1125,4 +1137,54 @@ async fn two_nodes_reap_each_project_once() {
         .filter(|e| e["outcome"] == "success")
         .count();
     assert_eq!(successes, 6, "{events}");
+}
+
+/// A drop that fails is kept in the schedule with its error and retried later, here by
+/// another node that can reach the region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_drop_is_retried() {
+    let able = TestServer::start(Backend::Postgres).await;
+    // Same store, but this node has no region configured (public issuer: no local probe).
+    let unable = TestServer::start_with(
+        Backend::Postgres,
+        Options {
+            database_url: Some(able.database_url.clone()),
+            bootstrap: false,
+            issuer: Some("https://elsewhere.example.test".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let partner = partner(&able, "Partner X").await;
+    let project = create_project(&able, &partner, 1800).await;
+    let id = project["id"].as_str().unwrap().to_owned();
+    let name = project["database"]["connections"][0]["database"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expire(&able, &id).await;
+    // The node without the region fails the drop: the project stays, with the error, and
+    // is rescheduled rather than lost.
+    assert!(unable.state.regions.all().is_empty());
+    assert_eq!(
+        keyward_server::provisioning::reaper::reap_due(&unable.state).await,
+        0
+    );
+    let (attempts, error) = able.state.store.reap_state(&id).await.unwrap().unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.unwrap().contains("not configured"));
+    assert!(database_exists(&name).await);
+    // Not due again until the retry time…
+    assert_eq!(
+        keyward_server::provisioning::reaper::reap_due(&able.state).await,
+        0
+    );
+    // …which, once reached, lets a node that can reach the region finish it.
+    expire(&able, &id).await;
+    assert_eq!(
+        keyward_server::provisioning::reaper::reap_due(&able.state).await,
+        1
+    );
+    assert!(!database_exists(&name).await);
+    assert!(able.state.store.get_project(&id).await.unwrap().is_none());
 }
