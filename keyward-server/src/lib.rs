@@ -48,6 +48,8 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[openapi(
     info(title = "Keyward", description = "OAuth 2.0 authorization server and management API"),
     modifiers(&BearerAuth),
+    // Documented here, served by its own lean router (see `router`).
+    paths(oauth::token::token),
     tags(
         (name = "oauth", description = "OAuth 2.0 endpoints"),
         (name = "applications", description = "OAuth clients"),
@@ -81,7 +83,6 @@ impl Modify for BearerAuth {
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use api::{accounts, applications, audit_logs, members, resources, users};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(oauth::token::token))
         .routes(routes!(applications::create, applications::list))
         .routes(routes!(
             applications::get,
@@ -215,7 +216,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/signed-out", get(web::pages::signed_out))
         .layer(axum::middleware::from_fn(web::security_headers));
-    documented
+    // The token endpoint is the hot path (one signature per request, thousands per
+    // second): it gets only request ids and the body limit, and records its own metrics
+    // and headers, instead of the whole stack below (trace span, metrics middleware,
+    // panic catcher, header layers) — about a tenth of its CPU.
+    let token_route = Router::new()
+        .route("/oauth2/token", post(oauth::token::token))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
+    let everything_else = documented
         .merge(service_routes)
         .merge(pages)
         .fallback(ops::not_found)
@@ -233,8 +243,8 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId))
-        .with_state(state)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
+    token_route.merge(everything_else).with_state(state)
 }
 
 /// Request ids are ULIDs: unique, time-ordered, and made from the thread-local RNG (a UUID

@@ -44,7 +44,14 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub tokens_issued: Family<GrantLabels, Counter>,
     pub token_errors: Family<ErrorLabels, Counter>,
+    /// Handles into `latency` and `requests` for `POST /oauth2/token`, made once: the token
+    /// route is served outside the metrics middleware (see `crate::router`) and records
+    /// itself without building label strings per request.
+    token_latency: Histogram,
+    token_ok: Counter,
 }
+
+const TOKEN_ROUTE: &str = "/oauth2/token";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -75,17 +82,48 @@ impl Default for Metrics {
             "Token endpoint errors by OAuth error code",
             token_errors.clone(),
         );
+        let token_latency = latency
+            .get_or_create(&RouteLabels {
+                route: TOKEN_ROUTE.to_owned(),
+            })
+            .clone();
+        let token_ok = requests
+            .get_or_create(&RequestLabels {
+                method: "POST".to_owned(),
+                route: TOKEN_ROUTE.to_owned(),
+                status: 200,
+            })
+            .clone();
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
             tokens_issued,
             token_errors,
+            token_latency,
+            token_ok,
         }
     }
 }
 
 impl Metrics {
+    /// Records one token-endpoint request in the same series the middleware keeps for
+    /// every other route.
+    pub fn token_request(&self, status: StatusCode, started: Instant) {
+        self.token_latency.observe(started.elapsed().as_secs_f64());
+        if status == StatusCode::OK {
+            self.token_ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    method: "POST".to_owned(),
+                    route: TOKEN_ROUTE.to_owned(),
+                    status: status.as_u16(),
+                })
+                .inc();
+        }
+    }
+
     pub fn render(&self) -> Option<String> {
         let registry = self.registry.lock().ok()?;
         let mut out = String::new();

@@ -4,8 +4,7 @@
 //! The client-credentials path does no database write: the client and resource come from
 //! the node cache, the token is a self-contained JWT.
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use keyward_core::scope::{grant_scopes, is_valid_scope_token};
@@ -18,6 +17,9 @@ use crate::extract::RequestId;
 use crate::metrics::{ErrorLabels, GrantLabels};
 use crate::oauth::client_auth::{authenticate, presented_client};
 use crate::state::AppState;
+
+/// Token request bodies are a handful of short parameters.
+const MAX_TOKEN_BODY: usize = 64 * 1024;
 
 /// Token endpoint.
 #[utoipa::path(operation_id = "token_token", 
@@ -32,13 +34,41 @@ use crate::state::AppState;
         (status = 401, description = "Client authentication failed", body = keyward_proto::OAuthErrorBody),
     )
 )]
-pub async fn token(
-    State(state): State<AppState>,
-    request_id: RequestId,
-    headers: HeaderMap,
-    body: Bytes,
+pub async fn token(State(state): State<AppState>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    // The request taken whole: headers are read in place rather than copied out.
+    let (parts, body) = request.into_parts();
+    let mut response = match axum::body::to_bytes(body, MAX_TOKEN_BODY).await {
+        Ok(body) => {
+            let request_id = RequestId(
+                parts
+                    .headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            );
+            respond(&state, &request_id, &parts.headers, &body).await
+        }
+        Err(_) => OAuthError::invalid_request("the request body is too large or unreadable")
+            .into_response(),
+    };
+    // This route runs outside the shared middleware (see `crate::router`): it sets the
+    // headers and records the metrics that the middleware would.
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    state.metrics.token_request(response.status(), started);
+    response
+}
+
+async fn respond(
+    state: &AppState,
+    request_id: &RequestId,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Response {
-    match issue(&state, &request_id, &headers, &body).await {
+    match issue(state, request_id, headers, body).await {
         Ok((grant_type, response)) => {
             state
                 .metrics
