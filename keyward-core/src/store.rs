@@ -77,6 +77,8 @@ pub trait AccountStore: Send + Sync {
     async fn update_account(&self, account: &Account) -> StoreResult<()>;
     /// Deletes the account and its memberships. With `cascade`, also every descendant
     /// account (and their memberships); without it, `HasChildren` when any child exists.
+    /// Conflict `account_has_projects` when the account (or, with `cascade`, a descendant)
+    /// owns a project: projects name real databases, which go first.
     /// Returns the number of accounts deleted. Errors: `NotFound("account")`.
     async fn delete_account(&self, id: &str, cascade: bool) -> StoreResult<u64>;
 }
@@ -356,7 +358,7 @@ pub trait ThrottleStore: Send + Sync {
 pub trait ProjectStore: Send + Sync {
     /// Inserts the project (status `provisioning`), its default database and the owner's
     /// connection in one transaction, scheduled for the reaper at `reap_at` in case the
-    /// provisioning never finishes.
+    /// provisioning never finishes. Errors: `NotFound("account")`.
     async fn create_project(
         &self,
         project: &Project,
@@ -381,7 +383,7 @@ pub trait ProjectStore: Send + Sync {
     /// Moves an active project from `from_account` to `to_account` if it is still there,
     /// unexpired and not leased by the reaper: clears its expiry, claim token and schedule
     /// and sets `claimed_at`, in one conditional write (of two concurrent transfers one
-    /// wins).
+    /// wins). Errors: `NotFound("account")` when `to_account` does not exist.
     async fn transfer_project(
         &self,
         id: &str,
@@ -392,8 +394,6 @@ pub trait ProjectStore: Send + Sync {
     /// Marks the project `deleting` and due for the reaper now. False when it does not
     /// exist.
     async fn mark_project_deleting(&self, id: &str, now: OffsetDateTime) -> StoreResult<bool>;
-    /// Whether the account owns any project (accounts are not deleted while they do).
-    async fn account_has_projects(&self, account_id: &str) -> StoreResult<bool>;
 
     /// Ids of projects due at `now` (`reap_at` passed, no live lease), earliest first.
     async fn due_projects(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<String>>;

@@ -191,6 +191,9 @@ fn conflict_detail(code: &str) -> &'static str {
         "client_id_taken" => "the client id is already in use",
         "identifier_taken" => "an API resource with this identifier exists",
         "already_member" => "the user is already a member of this account",
+        "account_has_projects" => {
+            "the account (or an account under it) still owns projects; delete or transfer them first"
+        }
         _ => "the request conflicts with the current state",
     }
 }

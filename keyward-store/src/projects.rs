@@ -151,6 +151,20 @@ macro_rules! impl_project_store {
             const FOR_UPDATE: &str = $for_update;
 
             impl $store {
+                /// Locks the account a project is about to belong to: an account is not
+                /// deleted while it owns projects (`delete_account` checks under the same
+                /// lock). Errors: `NotFound("account")`.
+                async fn lock_owner_account(tx: &mut Tx, account_id: &str) -> StoreResult<()> {
+                    let found: Option<String> = ::sqlx::query_scalar(&format!(
+                        "SELECT id FROM accounts WHERE id = $1 {FOR_UPDATE}"
+                    ))
+                    .bind(account_id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(internal)?;
+                    found.map(|_| ()).ok_or(StoreError::NotFound("account"))
+                }
+
                 async fn insert_database(
                     tx: &mut Tx,
                     database: &ProjectDatabase,
@@ -217,6 +231,7 @@ macro_rules! impl_project_store {
                     reap_at: OffsetDateTime,
                 ) -> StoreResult<()> {
                     let mut tx = self.begin_write().await?;
+                    Self::lock_owner_account(&mut tx, &project.account_id).await?;
                     ::sqlx::query(&format!(
                         "INSERT INTO projects ({PROJECT_COLUMNS}, reap_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -372,6 +387,7 @@ macro_rules! impl_project_store {
                     if project.is_expired(now) || lease_live {
                         return Ok(TransferOutcome::Expired);
                     }
+                    Self::lock_owner_account(&mut tx, to_account).await?;
                     ::sqlx::query(
                         "UPDATE projects SET account_id = $2, expires_at = NULL, \
                          claim_digest = NULL, claimed_at = $3, updated_at = $3, reap_at = NULL, \
@@ -411,17 +427,6 @@ macro_rules! impl_project_store {
                     .await
                     .map_err(internal)?;
                     Ok(done.rows_affected() > 0)
-                }
-
-                async fn account_has_projects(&self, account_id: &str) -> StoreResult<bool> {
-                    let row: Option<String> = ::sqlx::query_scalar(
-                        "SELECT id FROM projects WHERE account_id = $1 LIMIT 1",
-                    )
-                    .bind(account_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(internal)?;
-                    Ok(row.is_some())
                 }
 
                 async fn due_projects(

@@ -110,6 +110,15 @@ pub(crate) const DELETE_ACCOUNT_TREE: &str = "WITH RECURSIVE subtree (id) AS ( \
      ) \
      DELETE FROM accounts WHERE id IN (SELECT id FROM subtree)";
 
+/// Whether the account or any descendant owns a project (projects name real databases;
+/// their accounts are not deleted under them).
+pub(crate) const SUBTREE_HAS_PROJECTS: &str = "WITH RECURSIVE subtree (id) AS ( \
+         SELECT id FROM accounts WHERE id = $1 \
+         UNION \
+         SELECT a.id FROM accounts a JOIN subtree s ON a.parent_account_id = s.id \
+     ) \
+     SELECT p.id FROM projects p WHERE p.account_id IN (SELECT id FROM subtree) LIMIT 1";
+
 // ---- users --------------------------------------------------------------------------------
 
 pub(crate) const SELECT_USERS: &str = concat!("SELECT ", user_columns!(), " FROM users");

@@ -99,7 +99,31 @@ macro_rules! impl_store {
             /// child under the tree between reading and deleting it.
             const CASCADE_ATTEMPTS: u32 = 3;
 
+            /// Locks the account and its descendants (cascading delete).
+            const LOCK_ACCOUNT_TREE: &str = concat!(
+                "WITH RECURSIVE subtree (id) AS ( \
+                 SELECT id FROM accounts WHERE id = $1 \
+                 UNION \
+                 SELECT a.id FROM accounts a JOIN subtree s ON a.parent_account_id = s.id) \
+                 SELECT id FROM accounts WHERE id IN (SELECT id FROM subtree) ORDER BY id",
+                $for_update
+            );
+
             impl $store {
+                /// Conflict `account_has_projects` when the account or a descendant still
+                /// owns a project: its rows name real databases, dropped first.
+                async fn refuse_if_projects(tx: &mut Tx, id: &str) -> StoreResult<()> {
+                    let project: Option<String> = ::sqlx::query_scalar(sql::SUBTREE_HAS_PROJECTS)
+                        .bind(id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(internal)?;
+                    match project {
+                        Some(_) => Err(StoreError::Conflict("account_has_projects")),
+                        None => Ok(()),
+                    }
+                }
+
                 async fn begin_write(&self) -> StoreResult<Tx> {
                     self.writer.begin_with($begin_write).await.map_err(internal)
                 }
@@ -412,15 +436,35 @@ macro_rules! impl_store {
                         // it concurrently makes the foreign-key check fail; run it again.
                         let mut attempt = 1;
                         loop {
-                            match ::sqlx::query(sql::DELETE_ACCOUNT_TREE)
+                            let mut tx = self.begin_write().await?;
+                            // Lock the tree, so no project is created in it (creation locks
+                            // its account) between the check and the delete.
+                            ::sqlx::query(LOCK_ACCOUNT_TREE)
                                 .bind(id)
-                                .execute(&self.writer)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(internal)?;
+                            Self::refuse_if_projects(&mut tx, id).await?;
+                            let deleted = match ::sqlx::query(sql::DELETE_ACCOUNT_TREE)
+                                .bind(id)
+                                .execute(&mut *tx)
                                 .await
                             {
                                 Ok(done) if done.rows_affected() == 0 => {
                                     return Err(StoreError::NotFound("account"));
                                 }
-                                Ok(done) => return Ok(done.rows_affected()),
+                                Ok(done) => done.rows_affected(),
+                                Err(e)
+                                    if is_foreign_key_violation(&e)
+                                        && attempt < CASCADE_ATTEMPTS =>
+                                {
+                                    attempt += 1;
+                                    continue;
+                                }
+                                Err(e) => return Err(write_error(e, StoreError::HasChildren)),
+                            };
+                            match tx.commit().await {
+                                Ok(()) => return Ok(deleted),
                                 Err(e)
                                     if is_foreign_key_violation(&e)
                                         && attempt < CASCADE_ATTEMPTS =>
@@ -440,6 +484,7 @@ macro_rules! impl_store {
                     if locked.is_none() {
                         return Err(StoreError::NotFound("account"));
                     }
+                    Self::refuse_if_projects(&mut tx, id).await?;
                     let children: i64 = ::sqlx::query_scalar(sql::COUNT_CHILD_ACCOUNTS)
                         .bind(id)
                         .fetch_one(&mut *tx)

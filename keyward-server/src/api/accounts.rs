@@ -203,13 +203,6 @@ pub async fn delete(
         caller.require("accounts:write")?;
         let ApiQuery(query) = query?;
         checked_id(IdKind::Account, &id, "account")?;
-        // Its projects name real databases; they are deleted or moved first.
-        if state.store.account_has_projects(&id).await? {
-            return Err(ApiError::Conflict {
-                code: "account_has_projects",
-                detail: "the account still owns projects; delete or transfer them first".into(),
-            });
-        }
         let deleted = state.store.delete_account(&id, query.cascade).await?;
         audit.detail("accounts_deleted", deleted);
         Ok(StatusCode::NO_CONTENT)

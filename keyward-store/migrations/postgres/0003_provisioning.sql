@@ -4,8 +4,8 @@
 ALTER TABLE applications ADD COLUMN claim_uri TEXT;
 
 -- account_id has no foreign key on purpose: a row here must never vanish by a cascade
--- before the real databases it names are dropped. The management API refuses to delete an
--- account that still owns projects (conflict `account_has_projects`).
+-- before the real databases it names are dropped. The store refuses to delete an account
+-- that still owns projects (conflict `account_has_projects`).
 CREATE TABLE projects (
     id              TEXT COLLATE "C" PRIMARY KEY,
     name            TEXT NOT NULL,

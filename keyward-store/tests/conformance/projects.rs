@@ -7,7 +7,18 @@ use keyward_core::project::{
 };
 use keyward_core::store::Store;
 
-use crate::support::{page, t};
+use crate::support::{account, page, t};
+
+/// Creates the accounts a test's projects belong to: (partner, other, user).
+async fn accounts(store: &Arc<dyn Store>) -> (String, String, String) {
+    let mut ids = Vec::new();
+    for name in ["partner", "other", "user"] {
+        let a = account(name, None);
+        store.create_account(&a).await.unwrap();
+        ids.push(a.id);
+    }
+    (ids[0].clone(), ids[1].clone(), ids[2].clone())
+}
 
 fn project(
     account_id: &str,
@@ -52,7 +63,9 @@ fn project(
 }
 
 async fn projects_are_created_activated_listed_and_deleted(store: Arc<dyn Store>) {
-    let (p, db, conn) = project("acc_partner", Some(1000));
+    let (partner, other, user) = accounts(&store).await;
+    let _ = (&partner, &other, &user);
+    let (p, db, conn) = project(&partner, Some(1000));
     store.create_project(&p, &db, &conn, t(600)).await.unwrap();
     // Provisioning: scheduled at its deadline, not before.
     assert!(store.due_projects(t(599), 10).await.unwrap().is_empty());
@@ -85,18 +98,16 @@ async fn projects_are_created_activated_listed_and_deleted(store: Arc<dyn Store>
         .unwrap();
     assert_eq!(by_claim.id, p.id);
 
-    let (other, odb, oconn) = project("acc_other", None);
+    let (other, odb, oconn) = project(&other, None);
     store
         .create_project(&other, &odb, &oconn, t(600))
         .await
         .unwrap();
     let listed = store
-        .list_projects("acc_partner", &page(None, 10))
+        .list_projects(&partner, &page(None, 10))
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    assert!(store.account_has_projects("acc_other").await.unwrap());
-    assert!(!store.account_has_projects("acc_nobody").await.unwrap());
 
     store.rename_project(&p.id, "renamed", t(2)).await.unwrap();
     assert_eq!(
@@ -112,7 +123,9 @@ async fn projects_are_created_activated_listed_and_deleted(store: Arc<dyn Store>
 conformance!(projects_are_created_activated_listed_and_deleted => projects_lifecycle_sqlite, projects_lifecycle_postgres);
 
 async fn reaper_lease_is_taken_once_and_retries_reschedule(store: Arc<dyn Store>) {
-    let (p, db, conn) = project("acc_partner", Some(100));
+    let (partner, other, user) = accounts(&store).await;
+    let _ = (&partner, &other, &user);
+    let (p, db, conn) = project(&partner, Some(100));
     store.create_project(&p, &db, &conn, t(600)).await.unwrap();
     store.activate_project(&p.id, t(1)).await.unwrap();
     // Two nodes race for the lease: one wins.
@@ -141,12 +154,14 @@ async fn reaper_lease_is_taken_once_and_retries_reschedule(store: Arc<dyn Store>
 conformance!(reaper_lease_is_taken_once_and_retries_reschedule => reaper_lease_sqlite, reaper_lease_postgres);
 
 async fn transfer_moves_once_and_clears_expiry(store: Arc<dyn Store>) {
-    let (p, db, conn) = project("acc_partner", Some(1000));
+    let (partner, other, user) = accounts(&store).await;
+    let _ = (&partner, &other, &user);
+    let (p, db, conn) = project(&partner, Some(1000));
     store.create_project(&p, &db, &conn, t(600)).await.unwrap();
     // Not while provisioning.
     assert_eq!(
         store
-            .transfer_project(&p.id, "acc_partner", "acc_user", t(5))
+            .transfer_project(&p.id, &partner, &user, t(5))
             .await
             .unwrap(),
         TransferOutcome::NotFound
@@ -155,7 +170,7 @@ async fn transfer_moves_once_and_clears_expiry(store: Arc<dyn Store>) {
     // Only from the workspace that owns it.
     assert_eq!(
         store
-            .transfer_project(&p.id, "acc_other", "acc_user", t(5))
+            .transfer_project(&p.id, &other, &user, t(5))
             .await
             .unwrap(),
         TransferOutcome::NotFound
@@ -163,19 +178,19 @@ async fn transfer_moves_once_and_clears_expiry(store: Arc<dyn Store>) {
     // Not once expired.
     assert_eq!(
         store
-            .transfer_project(&p.id, "acc_partner", "acc_user", t(1000))
+            .transfer_project(&p.id, &partner, &user, t(1000))
             .await
             .unwrap(),
         TransferOutcome::Expired
     );
     let TransferOutcome::Transferred(moved) = store
-        .transfer_project(&p.id, "acc_partner", "acc_user", t(10))
+        .transfer_project(&p.id, &partner, &user, t(10))
         .await
         .unwrap()
     else {
         panic!("expected a transfer");
     };
-    assert_eq!(moved.account_id, "acc_user");
+    assert_eq!(moved.account_id, user);
     assert_eq!(moved.expires_at, None);
     assert_eq!(moved.claimed_at, Some(t(10)));
     let stored = store.get_project(&p.id).await.unwrap().unwrap();
@@ -191,7 +206,7 @@ async fn transfer_moves_once_and_clears_expiry(store: Arc<dyn Store>) {
     assert!(!store.lease_project(&p.id, t(5000), t(5300)).await.unwrap());
     assert_eq!(
         store
-            .transfer_project(&p.id, "acc_partner", "acc_user", t(11))
+            .transfer_project(&p.id, &partner, &user, t(11))
             .await
             .unwrap(),
         TransferOutcome::NotFound
@@ -200,13 +215,15 @@ async fn transfer_moves_once_and_clears_expiry(store: Arc<dyn Store>) {
 conformance!(transfer_moves_once_and_clears_expiry => transfer_sqlite, transfer_postgres);
 
 async fn transfer_refused_while_the_reaper_holds_the_project(store: Arc<dyn Store>) {
-    let (p, db, conn) = project("acc_partner", Some(100));
+    let (partner, other, user) = accounts(&store).await;
+    let _ = (&partner, &other, &user);
+    let (p, db, conn) = project(&partner, Some(100));
     store.create_project(&p, &db, &conn, t(600)).await.unwrap();
     store.activate_project(&p.id, t(1)).await.unwrap();
     assert!(store.lease_project(&p.id, t(100), t(400)).await.unwrap());
     assert_eq!(
         store
-            .transfer_project(&p.id, "acc_partner", "acc_user", t(50))
+            .transfer_project(&p.id, &partner, &user, t(50))
             .await
             .unwrap(),
         TransferOutcome::Expired
@@ -215,13 +232,15 @@ async fn transfer_refused_while_the_reaper_holds_the_project(store: Arc<dyn Stor
 conformance!(transfer_refused_while_the_reaper_holds_the_project => transfer_leased_sqlite, transfer_leased_postgres);
 
 async fn databases_and_connections(store: Arc<dyn Store>) {
-    let (p, db, conn) = project("acc_partner", None);
+    let (partner, other, user) = accounts(&store).await;
+    let _ = (&partner, &other, &user);
+    let (p, db, conn) = project(&partner, None);
     store.create_project(&p, &db, &conn, t(600)).await.unwrap();
     store.activate_project(&p.id, t(1)).await.unwrap();
     // Claimed/own projects without expiry are not scheduled once active.
     assert!(store.due_projects(t(100_000), 10).await.unwrap().is_empty());
 
-    let (_, mut db2, mut conn2) = project("acc_partner", None);
+    let (_, mut db2, mut conn2) = project(&partner, None);
     db2.project_id = p.id.clone();
     db2.is_default = false;
     conn2.database_id = db2.id.clone();
@@ -284,3 +303,39 @@ async fn databases_and_connections(store: Arc<dyn Store>) {
     );
 }
 conformance!(databases_and_connections => databases_sqlite, databases_postgres);
+
+async fn accounts_owning_projects_are_not_deleted(store: Arc<dyn Store>) {
+    let (partner, _, user) = accounts(&store).await;
+    let child = account("child", Some(&user));
+    store.create_account(&child).await.unwrap();
+    let (p, db, conn) = project(&child.id, None);
+    store.create_project(&p, &db, &conn, t(600)).await.unwrap();
+    assert_err!(
+        store.delete_account(&child.id, false).await,
+        keyward_core::StoreError::Conflict("account_has_projects")
+    );
+    // Nor through a cascade from above.
+    assert_err!(
+        store.delete_account(&user, true).await,
+        keyward_core::StoreError::Conflict("account_has_projects")
+    );
+    assert!(store.get_account(&child.id).await.unwrap().is_some());
+    // A project cannot go to, or be created in, an account that does not exist.
+    let (orphan, odb, oconn) = project("acc_01jd8q7k5v4h3g2f1e0d9c8b7a", None);
+    assert_err!(
+        store.create_project(&orphan, &odb, &oconn, t(600)).await,
+        keyward_core::StoreError::NotFound("account")
+    );
+    store.activate_project(&p.id, t(1)).await.unwrap();
+    assert_err!(
+        store
+            .transfer_project(&p.id, &child.id, "acc_01jd8q7k5v4h3g2f1e0d9c8b7a", t(2))
+            .await,
+        keyward_core::StoreError::NotFound("account")
+    );
+    // Once the project is gone, the accounts go.
+    store.delete_project(&p.id).await.unwrap();
+    assert_eq!(store.delete_account(&user, true).await.unwrap(), 2);
+    store.delete_account(&partner, false).await.unwrap();
+}
+conformance!(accounts_owning_projects_are_not_deleted => account_projects_sqlite, account_projects_postgres);
