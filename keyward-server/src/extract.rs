@@ -120,18 +120,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
-        let keys = state.keys.snapshot();
-        let claims = keyward_core::token::verify_access_token(
-            &keys,
-            token,
-            state.settings.issuer(),
-            &state.management_audience,
-        )
-        .map_err(|e| {
-            tracing::debug!(error = %e, "bearer token refused");
-            ApiError::Unauthenticated("the access token is invalid or expired")
-        })?;
+        let claims = verified_bearer(parts, state, &state.management_audience)?;
         let scopes = keyward_core::scope::parse_scopes(&claims.scope);
         Ok(Self { claims, scopes })
     }
@@ -155,4 +144,19 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or(ApiError::Unauthenticated(
             "use the Bearer authorization scheme",
         ))
+}
+
+/// The claims of the request's bearer token, verified for `audience` (401 otherwise).
+pub fn verified_bearer(
+    parts: &Parts,
+    state: &AppState,
+    audience: &str,
+) -> Result<AccessTokenClaims, ApiError> {
+    let token = bearer_token(parts)?;
+    let keys = state.keys.snapshot();
+    keyward_core::token::verify_access_token(&keys, token, state.settings.issuer(), audience)
+        .map_err(|e| {
+            tracing::debug!(error = %e, "bearer token refused");
+            ApiError::Unauthenticated("the access token is invalid or expired")
+        })
 }

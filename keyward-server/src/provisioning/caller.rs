@@ -10,7 +10,7 @@ use keyward_core::Role;
 use keyward_proto::AccessTokenClaims;
 
 use crate::error::ApiError;
-use crate::extract::bearer_token;
+use crate::extract::verified_bearer;
 use crate::state::AppState;
 
 pub const PROJECTS_READ: &str = "projects:read";
@@ -73,18 +73,7 @@ impl FromRequestParts<AppState> for WorkspaceCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
-        let keys = state.keys.snapshot();
-        let claims = keyward_core::token::verify_access_token(
-            &keys,
-            token,
-            state.settings.issuer(),
-            &state.provisioning_audience,
-        )
-        .map_err(|e| {
-            tracing::debug!(error = %e, "provisioning token refused");
-            ApiError::Unauthenticated("the access token is invalid or expired")
-        })?;
+        let claims = verified_bearer(parts, state, &state.provisioning_audience)?;
         let scopes = keyward_core::scope::parse_scopes(&claims.scope);
         match claims.uid.clone() {
             None => {

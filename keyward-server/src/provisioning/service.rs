@@ -87,6 +87,40 @@ fn new_database(
     (database, connection)
 }
 
+/// A failed creation, and whether the cluster side was undone (only then may the rows
+/// that name it go).
+struct CreateFailure {
+    error: ApiError,
+    cleaned_up: bool,
+}
+
+/// Creates the database and its owner role; on failure drops what the cluster made.
+async fn create_in_cluster(
+    cluster: &Cluster,
+    database: &ProjectDatabase,
+    password: &str,
+) -> Result<(), CreateFailure> {
+    let Err(e) = cluster
+        .create_database(&database.database_name, &database.owner_role, password)
+        .await
+    else {
+        return Ok(());
+    };
+    let cleanup = cluster
+        .drop_database(
+            &database.database_name,
+            std::slice::from_ref(&database.owner_role),
+        )
+        .await;
+    if let Err(cleanup) = &cleanup {
+        tracing::error!(error = %cleanup, database = %database.id, "cleanup after a failed creation failed");
+    }
+    Err(CreateFailure {
+        error: cluster_error(e),
+        cleaned_up: cleanup.is_ok(),
+    })
+}
+
 /// Creates a project with its default database in `cluster`'s region.
 pub async fn create_project(
     state: &AppState,
@@ -119,32 +153,16 @@ pub async fn create_project(
         .create_project(&project, &database, &connection, deadline)
         .await?;
     let password = new_password();
-    if let Err(e) = cluster
-        .create_database(&database.database_name, &database.owner_role, &password)
-        .await
-    {
-        // Undo what the cluster did; only once that worked do the rows go. Otherwise the
-        // project stays scheduled (now) and the reaper retries the drop.
-        match cluster
-            .drop_database(
-                &database.database_name,
-                std::slice::from_ref(&database.owner_role),
-            )
-            .await
-        {
-            Ok(()) => {
-                if let Err(store) = state.store.delete_project(&project.id).await {
-                    tracing::error!(error = %store, project = %project.id, "could not remove a failed project's rows; the reaper will");
-                }
+    if let Err(failure) = create_in_cluster(cluster, &database, &password).await {
+        if failure.cleaned_up {
+            if let Err(store) = state.store.delete_project(&project.id).await {
+                tracing::error!(error = %store, project = %project.id, "could not remove a failed project's rows; the reaper will");
             }
-            Err(cleanup) => {
-                tracing::error!(error = %cleanup, project = %project.id, "cleanup after a failed creation failed; the reaper will retry");
-                if let Err(store) = state.store.mark_project_deleting(&project.id, now).await {
-                    tracing::error!(error = %store, project = %project.id, "could not schedule the clean-up; the provisioning deadline will");
-                }
-            }
+        } else if let Err(store) = state.store.mark_project_deleting(&project.id, now).await {
+            // Left as is, the provisioning deadline brings the reaper anyway.
+            tracing::error!(error = %store, project = %project.id, "could not schedule the clean-up");
         }
-        return Err(cluster_error(e));
+        return Err(failure.error);
     }
     state.store.activate_project(&project.id, now).await?;
     Ok(CreatedProject {
@@ -175,29 +193,15 @@ pub async fn add_database(
     let (database, connection) = new_database(&project.id, name, &project.region, false, now);
     state.store.add_database(&database, &connection).await?;
     let password = new_password();
-    if let Err(e) = cluster
-        .create_database(&database.database_name, &database.owner_role, &password)
-        .await
-    {
-        match cluster
-            .drop_database(
-                &database.database_name,
-                std::slice::from_ref(&database.owner_role),
-            )
-            .await
-        {
-            Ok(()) => {
-                if let Err(store) = state.store.delete_database(&database.id).await {
-                    tracing::error!(error = %store, database = %database.id, "could not remove a failed database row");
-                }
-            }
-            // The row stays (status provisioning) and names what to drop; deleting the
-            // database or its project drops it.
-            Err(cleanup) => {
-                tracing::error!(error = %cleanup, database = %database.id, "cleanup after a failed creation failed")
+    if let Err(failure) = create_in_cluster(cluster, &database, &password).await {
+        // Without a clean cluster the row stays (status provisioning) and names what to
+        // drop; deleting the database or its project drops it.
+        if failure.cleaned_up {
+            if let Err(store) = state.store.delete_database(&database.id).await {
+                tracing::error!(error = %store, database = %database.id, "could not remove a failed database row");
             }
         }
-        return Err(cluster_error(e));
+        return Err(failure.error);
     }
     state
         .store

@@ -1061,8 +1061,38 @@ async fn projects_databases_and_connections(backend: Backend) {
     assert_eq!(status, 204);
     assert!(!database_exists(&db_name).await);
 
-    // A workspace that owns projects is not deleted.
+    // An application that is not a partner gets no workspace, even with the scopes.
     let admin = server.admin_token().await;
+    let (status, m2m) = server
+        .call(
+            "POST",
+            "/api/applications",
+            &admin,
+            Some(json!({
+                "name": "Not a partner",
+                "kind": "m2m",
+                "account_id": partner.account_id,
+                "grants": [{ "resource": v1(&server), "scopes": ["projects:read", "projects:write"] }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{m2m}");
+    let m2m_token = server
+        .token_for(
+            m2m["application"]["client_id"].as_str().unwrap(),
+            m2m["client_secret"].as_str().unwrap(),
+            &v1(&server),
+            None,
+        )
+        .await;
+    let (status, body) = server.call("GET", "/v1/projects", &m2m_token, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "not_a_partner");
+    // A management token is not a provisioning token.
+    let (status, _) = server.call("GET", "/v1/projects", &admin, None).await;
+    assert_eq!(status, 401);
+
+    // A workspace that owns projects is not deleted.
     let (status, body) = server
         .call(
             "DELETE",
