@@ -8,6 +8,7 @@ pub mod authz;
 pub mod crypto;
 pub mod error;
 pub mod id;
+pub mod import;
 pub mod keys;
 pub mod model;
 pub mod password;

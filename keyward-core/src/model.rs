@@ -32,6 +32,9 @@ pub struct User {
     pub status: UserStatus,
     pub application_id: Option<String>,
     pub external_id: Option<String>,
+    /// The system `external_id` belongs to (an import's `source`, e.g. `auth0`); the pair
+    /// is unique, so two sources may reuse the same id.
+    pub external_source: Option<String>,
     /// PHC string or legacy digest; never leaves the server.
     pub password_digest: Option<String>,
     pub password_algorithm: Option<String>,
@@ -191,6 +194,7 @@ impl From<User> for proto::User {
             status: u.status,
             application_id: u.application_id,
             external_id: u.external_id,
+            external_source: u.external_source,
             has_password: u.password_digest.is_some(),
             last_sign_in_at: u.last_sign_in_at,
             created_at: u.created_at,

@@ -49,6 +49,9 @@ pub struct UserFilter {
     /// Exact match on the E.164 form.
     pub phone: Option<String>,
     pub external_id: Option<String>,
+    pub external_source: Option<String>,
+    /// (provider, provider user id) of a social identity.
+    pub identity: Option<(String, String)>,
     pub application_id: Option<String>,
     pub status: Option<UserStatus>,
     /// Case-insensitive substring of username, primary email or name.
@@ -86,7 +89,8 @@ pub trait AccountStore: Send + Sync {
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Conflicts: `username_taken`, `email_taken` (case-insensitive), `phone_taken`,
-    /// `external_id_taken`. Errors: `NotFound("application")` for an unknown
+    /// `external_id_taken` (per `external_source`), `identity_taken` (a (provider,
+    /// user_id) pair of `identities` belongs to another user), `id_taken`. Errors: `NotFound("application")` for an unknown
     /// `application_id`.
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
@@ -124,6 +128,13 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Sets `last_sign_in_at`. Errors: `NotFound("user")`.
     async fn record_sign_in(&self, id: &str, now: OffsetDateTime) -> StoreResult<()>;
+    /// The user holding the social identity (provider, provider user id), for social
+    /// sign-in of migrated users.
+    async fn find_user_by_identity(
+        &self,
+        provider: &str,
+        provider_user_id: &str,
+    ) -> StoreResult<Option<User>>;
 }
 
 #[async_trait]
@@ -455,6 +466,7 @@ pub trait Store:
     + ConsentStore
     + ThrottleStore
     + ProjectStore
+    + ImportStore
     + Send
     + Sync
 {
@@ -465,4 +477,57 @@ pub trait Store:
     async fn migrate(&self) -> StoreResult<()>;
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+}
+
+/// User import jobs (`crate::import`). A batch is one store transaction: its users, their
+/// identities, its row errors and the job's counters and resume point commit together, so
+/// a crash leaves no half-written user and the job's figures match what is stored.
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    async fn create_import_job(&self, job: &crate::import::ImportJob) -> StoreResult<()>;
+    async fn get_import_job(&self, id: &str) -> StoreResult<Option<crate::import::ImportJob>>;
+    /// Newest first.
+    async fn list_import_jobs(
+        &self,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<crate::import::ImportJob>>;
+    /// Row errors in row order, after row `after_row`.
+    async fn list_import_errors(
+        &self,
+        job_id: &str,
+        after_row: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::import::ImportRowError>>;
+    /// Creates or (in upsert mode) updates the batch's users, skipping each row that
+    /// breaks a uniqueness rule with its conflict code as the row error; records the
+    /// errors, adds the counts to the job, moves its resume point to `batch.last_row` and
+    /// renews its heartbeat. With `dry_run` the user writes are rolled back and only the
+    /// job's figures are kept. Errors: `NotFound("import_job")`, `Conflict("job_not_running")`.
+    async fn apply_import_batch(
+        &self,
+        job_id: &str,
+        batch: &crate::import::ImportBatch,
+        now: OffsetDateTime,
+    ) -> StoreResult<crate::import::BatchOutcome>;
+    /// Ends a running job. Errors: `NotFound("import_job")`.
+    async fn finish_import_job(
+        &self,
+        id: &str,
+        status: crate::import::ImportJobStatus,
+        message: Option<&str>,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Marks failed every running job whose heartbeat is older than `stale_before` (its
+    /// worker died); returns how many.
+    async fn fail_stale_import_jobs(
+        &self,
+        stale_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+    /// For each candidate, the stored user it matches (see `crate::import`) and the
+    /// fingerprint of the digest last imported for them.
+    async fn match_import_candidates(
+        &self,
+        candidates: &[crate::import::ImportCandidate],
+    ) -> StoreResult<Vec<Option<(User, Option<String>)>>>;
 }

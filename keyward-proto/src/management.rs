@@ -261,9 +261,17 @@ pub struct CreateUser {
     pub custom_data: Option<Value>,
     #[serde(default)]
     pub status: Option<UserStatus>,
-    /// The user's id in a source system (unique).
+    /// The user's id in a source system (unique per `external_source`).
     #[serde(default)]
     pub external_id: Option<String>,
+    /// The system `external_id` belongs to (e.g. `auth0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_source: Option<String>,
+    /// Social identities: provider → `{ "user_id": …, "details": {…} }`. Each
+    /// (provider, user_id) pair belongs to one user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub identities: Option<Value>,
     /// A plain password, hashed with Argon2id before it is stored.
     #[serde(default)]
     pub password: Option<String>,
@@ -329,6 +337,17 @@ pub struct UpdateUser {
     )]
     #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub external_source: Option<Option<String>>,
+    /// Replaces the identities (provider → `{ "user_id": …, "details": {…} }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub identities: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -349,6 +368,8 @@ pub struct User {
     pub status: UserStatus,
     pub application_id: Option<String>,
     pub external_id: Option<String>,
+    #[serde(default)]
+    pub external_source: Option<String>,
     pub has_password: bool,
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]

@@ -18,6 +18,12 @@ const UNIQUE_CODES: &[(&str, &str, &str)] = &[
         "external_id_taken",
     ),
     (
+        "user_identities_pkey",
+        "user_identities.provider, user_identities.provider_user_id",
+        "identity_taken",
+    ),
+    ("users_pkey", "users.id", "id_taken"),
+    (
         "applications_client_id_key",
         "applications.client_id",
         "client_id_taken",

@@ -6,6 +6,7 @@
 //! The conformance suite in `tests/conformance` runs every test against both.
 
 mod error;
+mod import;
 mod postgres;
 mod projects;
 mod rows;

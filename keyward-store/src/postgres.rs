@@ -6,6 +6,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use crate::import::impl_import_store;
 use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
@@ -58,4 +59,12 @@ impl_project_store! {
     store: PostgresStore,
     db: sqlx::Postgres,
     for_update: "FOR UPDATE",
+}
+
+impl_import_store! {
+    store: PostgresStore,
+    db: sqlx::Postgres,
+    for_update: " FOR UPDATE",
+    text_list: "SELECT jsonb_array_elements_text({}::jsonb) AS value",
+    bulk_insert: crate::import::postgres_bulk_insert,
 }

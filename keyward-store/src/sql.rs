@@ -12,7 +12,7 @@ macro_rules! user_columns {
     () => {
         "id, username, primary_email, primary_phone, name, avatar, profile, custom_data, \
          identities, status, application_id, external_id, password_digest, \
-         password_algorithm, last_sign_in_at, created_at, updated_at"
+         password_algorithm, last_sign_in_at, created_at, updated_at, external_source"
     };
 }
 macro_rules! membership_columns {
@@ -122,18 +122,34 @@ pub(crate) const SUBTREE_HAS_PROJECTS: &str = "WITH RECURSIVE subtree (id) AS ( 
 // ---- users --------------------------------------------------------------------------------
 
 pub(crate) const SELECT_USERS: &str = concat!("SELECT ", user_columns!(), " FROM users");
+pub(crate) const USER_COLUMNS: &str = user_columns!();
+pub(crate) const INSERT_IMPORTED_USER: &str = concat!(
+    "INSERT INTO users (",
+    user_columns!(),
+    ", source_digest_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+     $14, $15, $16, $17, $18, $19)"
+);
 pub(crate) const USER_BY_ID: &str =
     concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
 pub(crate) const INSERT_USER: &str = concat!(
     "INSERT INTO users (",
     user_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
 );
 pub(crate) const UPDATE_USER: &str = "UPDATE users SET username = $2, primary_email = $3, \
      primary_phone = $4, name = $5, avatar = $6, profile = $7, custom_data = $8, \
      identities = $9, status = $10, application_id = $11, external_id = $12, \
-     password_digest = $13, password_algorithm = $14, last_sign_in_at = $15, updated_at = $16 \
-     WHERE id = $1";
+     password_digest = $13, password_algorithm = $14, last_sign_in_at = $15, updated_at = $16, \
+     external_source = $17 WHERE id = $1";
+pub(crate) const DELETE_USER_IDENTITIES: &str = "DELETE FROM user_identities WHERE user_id = $1";
+pub(crate) const INSERT_USER_IDENTITY: &str =
+    "INSERT INTO user_identities (provider, provider_user_id, user_id) VALUES ($1, $2, $3)";
+pub(crate) const USER_BY_IDENTITY: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE id = (SELECT user_id FROM user_identities \
+     WHERE provider = $1 AND provider_user_id = $2)"
+);
 pub(crate) const USER_EXISTS: &str = "SELECT id FROM users WHERE id = $1";
 pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
 /// The user whose username or primary email equals `$1` case-insensitively (through the
@@ -525,6 +541,18 @@ pub(crate) fn list_users(filter: &UserFilter, page: &PageRequest) -> Listing {
     if let Some(external_id) = &filter.external_id {
         let p = c.arg(external_id.as_str());
         c.push(format!("external_id = {p}"));
+    }
+    if let Some(source) = &filter.external_source {
+        let p = c.arg(source.as_str());
+        c.push(format!("external_source = {p}"));
+    }
+    if let Some((provider, provider_user_id)) = &filter.identity {
+        let p = c.arg(provider.as_str());
+        let q = c.arg(provider_user_id.as_str());
+        c.push(format!(
+            "id IN (SELECT user_id FROM user_identities \
+             WHERE provider = {p} AND provider_user_id = {q})"
+        ));
     }
     if let Some(application_id) = &filter.application_id {
         let p = c.arg(application_id.as_str());

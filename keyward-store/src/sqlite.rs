@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::import::impl_import_store;
 use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
@@ -77,4 +78,12 @@ impl_project_store! {
     store: SqliteStore,
     db: sqlx::Sqlite,
     for_update: "",
+}
+
+impl_import_store! {
+    store: SqliteStore,
+    db: sqlx::Sqlite,
+    for_update: "",
+    text_list: "SELECT value FROM json_each({})",
+    bulk_insert: crate::import::no_bulk_insert,
 }

@@ -59,6 +59,23 @@ macro_rules! impl_store {
 
             type Tx = ::sqlx::Transaction<'static, $db>;
 
+            /// Writes the (provider, provider user id) index of `user.identities`; a pair
+            /// another user holds is the conflict `identity_taken`.
+            async fn index_identities(tx: &mut Tx, user: &User) -> StoreResult<()> {
+                let pairs = ::keyward_core::validate::identities(&user.identities)
+                    .map_err(|e| StoreError::Internal(format!("user {}: {e}", user.id)))?;
+                for (provider, provider_user_id) in pairs {
+                    ::sqlx::query(sql::INSERT_USER_IDENTITY)
+                        .bind(provider)
+                        .bind(provider_user_id)
+                        .bind(&user.id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(conflict_or_internal)?;
+                }
+                Ok(())
+            }
+
             /// Locks the account row for the rest of the transaction.
             const LOCK_ACCOUNT: &str =
                 concat!("SELECT id FROM accounts WHERE id = $1", $for_update);
@@ -514,6 +531,7 @@ macro_rules! impl_store {
             #[async_trait]
             impl UserStore for $store {
                 async fn create_user(&self, user: &User) -> StoreResult<()> {
+                    let mut tx = self.begin_write().await?;
                     ::sqlx::query(sql::INSERT_USER)
                         .bind(&user.id)
                         .bind(&user.username)
@@ -532,9 +550,12 @@ macro_rules! impl_store {
                         .bind(user.last_sign_in_at.map(utc))
                         .bind(utc(user.created_at))
                         .bind(utc(user.updated_at))
-                        .execute(&self.writer)
+                        .bind(&user.external_source)
+                        .execute(&mut *tx)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("application")))?;
+                    index_identities(&mut tx, user).await?;
+                    tx.commit().await.map_err(internal)?;
                     Ok(())
                 }
 
@@ -558,6 +579,7 @@ macro_rules! impl_store {
                 }
 
                 async fn update_user(&self, user: &User) -> StoreResult<()> {
+                    let mut tx = self.begin_write().await?;
                     let done = ::sqlx::query(sql::UPDATE_USER)
                         .bind(&user.id)
                         .bind(&user.username)
@@ -575,12 +597,20 @@ macro_rules! impl_store {
                         .bind(&user.password_algorithm)
                         .bind(user.last_sign_in_at.map(utc))
                         .bind(utc(user.updated_at))
-                        .execute(&self.writer)
+                        .bind(&user.external_source)
+                        .execute(&mut *tx)
                         .await
                         .map_err(|e| write_error(e, StoreError::NotFound("application")))?;
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound("user"));
                     }
+                    ::sqlx::query(sql::DELETE_USER_IDENTITIES)
+                        .bind(&user.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    index_identities(&mut tx, user).await?;
+                    tx.commit().await.map_err(internal)?;
                     Ok(())
                 }
 
@@ -664,6 +694,20 @@ macro_rules! impl_store {
                         .await
                         .map_err(internal)?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn find_user_by_identity(
+                    &self,
+                    provider: &str,
+                    provider_user_id: &str,
+                ) -> StoreResult<Option<User>> {
+                    let row: Option<UserRow> = ::sqlx::query_as(sql::USER_BY_IDENTITY)
+                        .bind(provider)
+                        .bind(provider_user_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(internal)?;
+                    row.map(User::try_from).transpose()
                 }
 
                 async fn record_sign_in(&self, id: &str, now: OffsetDateTime) -> StoreResult<()> {

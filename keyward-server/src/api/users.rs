@@ -29,6 +29,16 @@ fn object_or_empty(field: &'static str, value: Option<Value>) -> Result<Value, A
     }
 }
 
+fn identities_or_empty(value: Option<Value>) -> Result<Value, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(v) => {
+            validate::identities(&v)?;
+            Ok(v)
+        }
+    }
+}
+
 /// The algorithm name (`bcrypt`, `django_pbkdf2_sha256`, …) of an imported digest, after
 /// checking that it is well formed and its cost is within bounds. Hashes nothing.
 fn legacy_algorithm(digest: &str) -> Result<String, ApiError> {
@@ -99,10 +109,11 @@ pub(crate) async fn build_user(
         avatar: body.avatar,
         profile: object_or_empty("profile", body.profile)?,
         custom_data: object_or_empty("custom_data", body.custom_data)?,
-        identities: Value::Object(Default::default()),
+        identities: identities_or_empty(body.identities)?,
         status: body.status.unwrap_or(UserStatus::Active),
         application_id,
         external_id: body.external_id.filter(|id| !id.is_empty()),
+        external_source: body.external_source.filter(|s| !s.is_empty()),
         password_algorithm,
         password_digest,
         last_sign_in_at: None,
@@ -180,6 +191,11 @@ pub struct UserQuery {
     /// Exact; normalized to E.164 first.
     pub phone: Option<String>,
     pub external_id: Option<String>,
+    /// The source system of `external_id`.
+    pub external_source: Option<String>,
+    /// With `provider_user_id`: the user holding this social identity.
+    pub provider: Option<String>,
+    pub provider_user_id: Option<String>,
     pub application_id: Option<String>,
     pub status: Option<proto::UserStatus>,
     /// Case-insensitive substring of username, email or name.
@@ -203,6 +219,17 @@ pub async fn list(
         username: query.username,
         phone: query.phone.as_deref().map(validate::phone).transpose()?,
         external_id: query.external_id,
+        external_source: query.external_source,
+        identity: match (query.provider, query.provider_user_id) {
+            (Some(provider), Some(user_id)) => Some((provider, user_id)),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::validation(
+                    "provider",
+                    "give provider and provider_user_id together",
+                ))
+            }
+        },
         application_id: query.application_id,
         status: query.status,
         search: query.search.filter(|s| !s.is_empty()),
@@ -284,6 +311,12 @@ pub async fn update(
         }
         if let Some(v) = body.external_id {
             user.external_id = v.filter(|id| !id.is_empty());
+        }
+        if let Some(v) = body.external_source {
+            user.external_source = v.filter(|s| !s.is_empty());
+        }
+        if let Some(v) = body.identities {
+            user.identities = identities_or_empty(Some(v))?;
         }
         user.updated_at = OffsetDateTime::now_utc();
         state.store.update_user(&user).await?;

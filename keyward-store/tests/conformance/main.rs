@@ -48,6 +48,7 @@ mod applications;
 mod audit;
 mod consents;
 mod grants;
+mod imports;
 mod memberships;
 mod projects;
 mod resources;

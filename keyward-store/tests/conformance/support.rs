@@ -85,6 +85,7 @@ pub fn user(username: Option<&str>, email: Option<&str>) -> User {
         status: UserStatus::Active,
         application_id: None,
         external_id: None,
+        external_source: None,
         password_digest: None,
         password_algorithm: None,
         last_sign_in_at: None,

@@ -20,6 +20,7 @@ fn full_user(application_id: &str) -> User {
         status: UserStatus::Suspended,
         application_id: Some(application_id.to_owned()),
         external_id: Some("ext-alice".to_owned()),
+        external_source: None,
         password_digest: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned()),
         password_algorithm: Some("argon2id".to_owned()),
         last_sign_in_at: Some(t(30)),
@@ -60,6 +61,7 @@ async fn user_round_trip(store: Arc<dyn Store>) {
         status: UserStatus::Active,
         application_id: Some(other_app.id.clone()),
         external_id: None,
+        external_source: None,
         password_digest: None,
         password_algorithm: None,
         last_sign_in_at: Some(t(90)),
@@ -194,6 +196,7 @@ async fn update_user_conflicts(store: Arc<dyn Store>) {
         (
             User {
                 external_id: Some("ext-1".to_owned()),
+                external_source: None,
                 ..bob.clone()
             },
             "external_id_taken",
@@ -280,6 +283,7 @@ async fn list_users_filters(store: Arc<dyn Store>) {
     assert_eq!(
         find(UserFilter {
             external_id: Some("ext-a".to_owned()),
+            external_source: None,
             ..UserFilter::default()
         })
         .await,

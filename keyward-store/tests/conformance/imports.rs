@@ -1,0 +1,478 @@
+//! User import jobs: batches, conflicts per row, idempotent re-runs, upsert, dry run,
+//! stale jobs, and the identity index.
+
+use std::sync::Arc;
+
+use keyward_core::import::{
+    ImportBatch, ImportCandidate, ImportCounts, ImportJob, ImportJobStatus, ImportMode,
+    ImportRowError,
+};
+use keyward_core::model::User;
+use keyward_core::store::{PageRequest, Store, UserFilter};
+use keyward_core::{StoreError, UserStatus};
+use serde_json::json;
+
+use crate::support::{t, user};
+
+fn job(id: &str, mode: ImportMode, dry_run: bool) -> ImportJob {
+    ImportJob {
+        id: id.to_owned(),
+        status: ImportJobStatus::Running,
+        mode,
+        dry_run,
+        format: "keyward".into(),
+        source: "legacy".into(),
+        actor: Some("app_test".into()),
+        rows_processed: 0,
+        counts: ImportCounts::default(),
+        message: None,
+        heartbeat_at: t(0),
+        created_at: t(0),
+        updated_at: t(0),
+        finished_at: None,
+    }
+}
+
+fn imported(row: u64, external_id: &str, email: &str) -> ImportCandidate {
+    ImportCandidate {
+        row,
+        user: User {
+            external_id: Some(external_id.to_owned()),
+            external_source: Some("legacy".into()),
+            password_digest: Some(format!("$2b$04$digest-of-{external_id}")),
+            password_algorithm: Some("bcrypt".into()),
+            created_at: t(-1000),
+            ..user(None, Some(email))
+        },
+        preserved_id: false,
+    }
+}
+
+fn batch(candidates: Vec<ImportCandidate>, errors: Vec<ImportRowError>) -> ImportBatch {
+    let last_row = candidates
+        .iter()
+        .map(|c| c.row)
+        .chain(errors.iter().map(|e| e.row))
+        .max()
+        .unwrap_or(0);
+    ImportBatch {
+        candidates,
+        errors,
+        last_row,
+    }
+}
+
+async fn by_external(store: &Arc<dyn Store>, external_id: &str) -> Vec<User> {
+    store
+        .list_users(
+            &UserFilter {
+                external_id: Some(external_id.to_owned()),
+                ..Default::default()
+            },
+            &PageRequest {
+                cursor: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn rows_are_created_conflicts_reported_and_reruns_idempotent(store: Arc<dyn Store>) {
+    // Someone who signed up here already has this address.
+    let local = user(Some("taken"), Some("taken@example.com"));
+    store.create_user(&local).await.unwrap();
+
+    let rows = || {
+        let mut social = imported(4, "4", "dora@example.com");
+        social.user.identities = json!({ "github": { "user_id": "gh-4", "details": {} } });
+        let mut clash = imported(5, "5", "eve@example.com");
+        clash.user.identities = json!({ "github": { "user_id": "gh-4" } });
+        vec![
+            imported(1, "1", "ada@example.com"),
+            imported(2, "2", "TAKEN@example.com"),
+            social,
+            clash,
+            imported(7, "7", "grace@example.com"),
+        ]
+    };
+    let parse_error = ImportRowError {
+        row: 6,
+        code: "unknown_digest_format".into(),
+        field: Some("password_digest".into()),
+        message: "not a known digest".into(),
+        external_id: Some("6".into()),
+    };
+
+    store
+        .create_import_job(&job("imp_1", ImportMode::Create, false))
+        .await
+        .unwrap();
+    let outcome = store
+        .apply_import_batch("imp_1", &batch(rows(), vec![parse_error.clone()]), t(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.counts,
+        ImportCounts {
+            created: 3,
+            failed: 3,
+            ..Default::default()
+        }
+    );
+    let job1 = store.get_import_job("imp_1").await.unwrap().unwrap();
+    assert_eq!(job1.rows_processed, 7);
+    assert_eq!(job1.counts, outcome.counts);
+    // Whole seconds: it is compared in SQL.
+    assert_eq!(job1.heartbeat_at.unix_timestamp(), t(5).unix_timestamp());
+    let errors = store.list_import_errors("imp_1", 0, 100).await.unwrap();
+    let codes: Vec<(u64, &str)> = errors.iter().map(|e| (e.row, e.code.as_str())).collect();
+    assert_eq!(
+        codes,
+        [
+            (2, "email_taken"),
+            (5, "identity_taken"),
+            (6, "unknown_digest_format")
+        ]
+    );
+    assert_eq!(errors[0].external_id.as_deref(), Some("2"));
+    // Paging through errors.
+    assert_eq!(
+        store.list_import_errors("imp_1", 2, 1).await.unwrap()[0].row,
+        5
+    );
+
+    // The identity index answers the social sign-in lookup; the refused row left nothing.
+    let dora = store
+        .find_user_by_identity("github", "gh-4")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dora.external_id.as_deref(), Some("4"));
+    assert!(by_external(&store, "5").await.is_empty());
+    assert!(by_external(&store, "2").await.is_empty());
+    let ada = by_external(&store, "1").await.remove(0);
+    assert_eq!(ada.external_source.as_deref(), Some("legacy"));
+    assert_eq!(ada.created_at, t(-1000), "created_at comes from the source");
+
+    store
+        .finish_import_job("imp_1", ImportJobStatus::CompletedWithErrors, None, t(6))
+        .await
+        .unwrap();
+    assert_err!(
+        store
+            .apply_import_batch("imp_1", &batch(rows(), vec![]), t(7))
+            .await,
+        StoreError::Conflict("job_not_running")
+    );
+
+    // The same file again: nothing new, nothing duplicated.
+    store
+        .create_import_job(&job("imp_2", ImportMode::Create, false))
+        .await
+        .unwrap();
+    let again = store
+        .apply_import_batch("imp_2", &batch(rows(), vec![]), t(8))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.counts,
+        ImportCounts {
+            skipped: 3,
+            failed: 2,
+            ..Default::default()
+        }
+    );
+    assert_eq!(by_external(&store, "1").await.len(), 1);
+
+    // The same external id from another source is another user.
+    let mut other_source = imported(1, "1", "ada@elsewhere.example");
+    other_source.user.external_source = Some("other".into());
+    store
+        .create_import_job(&job("imp_3", ImportMode::Create, false))
+        .await
+        .unwrap();
+    let outcome = store
+        .apply_import_batch("imp_3", &batch(vec![other_source], vec![]), t(9))
+        .await
+        .unwrap();
+    assert_eq!(outcome.counts.created, 1);
+    assert_eq!(by_external(&store, "1").await.len(), 2);
+    assert_eq!(
+        store
+            .list_import_jobs(&PageRequest {
+                cursor: None,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id.as_str())
+            .collect::<Vec<_>>(),
+        ["imp_3", "imp_2", "imp_1"]
+    );
+}
+conformance!(rows_are_created_conflicts_reported_and_reruns_idempotent => import_create_sqlite, import_create_postgres);
+
+async fn upsert_changes_only_what_changed(store: Arc<dyn Store>) {
+    store
+        .create_import_job(&job("imp_a", ImportMode::Create, false))
+        .await
+        .unwrap();
+    let mut first = imported(1, "1", "ada@example.com");
+    first.user.name = Some("Ada".into());
+    first.user.username = Some("ada".into());
+    store
+        .apply_import_batch(
+            "imp_a",
+            &batch(
+                vec![first.clone(), imported(2, "2", "bob@example.com")],
+                vec![],
+            ),
+            t(1),
+        )
+        .await
+        .unwrap();
+    let ada = by_external(&store, "1").await.remove(0);
+    // Ada signs in here: her digest is upgraded.
+    assert!(store
+        .upgrade_user_password(
+            &ada.id,
+            ada.password_digest.as_deref().unwrap(),
+            "$argon2id$upgraded",
+            "argon2id",
+            t(2)
+        )
+        .await
+        .unwrap());
+
+    // A newer export: Ada's name changed and she was suspended; her old digest is the
+    // same; Bob changed his password at the source; the source has no usernames.
+    let mut second = first.clone();
+    second.user.name = Some("Ada Lovelace".into());
+    second.user.username = None;
+    second.user.status = UserStatus::Suspended;
+    let mut bob = imported(2, "2", "bob@example.com");
+    bob.user.password_digest = Some("$2b$04$bobs-new-digest".into());
+    store
+        .create_import_job(&job("imp_b", ImportMode::Upsert, false))
+        .await
+        .unwrap();
+    let outcome = store
+        .apply_import_batch(
+            "imp_b",
+            &batch(
+                vec![second, bob, imported(3, "3", "cy@example.com")],
+                vec![],
+            ),
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.counts,
+        ImportCounts {
+            created: 1,
+            updated: 2,
+            ..Default::default()
+        }
+    );
+    let ada2 = store.get_user(&ada.id).await.unwrap().unwrap();
+    assert_eq!(ada2.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(ada2.status, UserStatus::Suspended);
+    assert_eq!(
+        ada2.username.as_deref(),
+        Some("ada"),
+        "absent fields are kept"
+    );
+    assert_eq!(
+        ada2.password_digest.as_deref(),
+        Some("$argon2id$upgraded"),
+        "an unchanged source digest does not undo the upgrade"
+    );
+    let bob2 = by_external(&store, "2").await.remove(0);
+    assert_eq!(
+        bob2.password_digest.as_deref(),
+        Some("$2b$04$bobs-new-digest")
+    );
+
+    // Once more, unchanged.
+    store
+        .create_import_job(&job("imp_c", ImportMode::Upsert, false))
+        .await
+        .unwrap();
+    let mut second = first.clone();
+    second.user.name = Some("Ada Lovelace".into());
+    second.user.status = UserStatus::Suspended;
+    let mut bob = imported(2, "2", "bob@example.com");
+    bob.user.password_digest = Some("$2b$04$bobs-new-digest".into());
+    let outcome = store
+        .apply_import_batch("imp_c", &batch(vec![second, bob], vec![]), t(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.counts,
+        ImportCounts {
+            unchanged: 2,
+            ..Default::default()
+        }
+    );
+
+    // An update that would take another user's email is that row's error.
+    let mut steal = imported(2, "2", "CY@example.com");
+    steal.user.password_digest = Some("$2b$04$bobs-new-digest".into());
+    store
+        .create_import_job(&job("imp_d", ImportMode::Upsert, false))
+        .await
+        .unwrap();
+    let outcome = store
+        .apply_import_batch("imp_d", &batch(vec![steal], vec![]), t(5))
+        .await
+        .unwrap();
+    assert_eq!(outcome.counts.failed, 1);
+    assert_eq!(outcome.errors[0].code, "email_taken");
+    assert_eq!(
+        by_external(&store, "2").await[0].primary_email.as_deref(),
+        Some("bob@example.com")
+    );
+}
+conformance!(upsert_changes_only_what_changed => import_upsert_sqlite, import_upsert_postgres);
+
+async fn dry_run_writes_nothing_but_reports(store: Arc<dyn Store>) {
+    let local = user(None, Some("taken@example.com"));
+    store.create_user(&local).await.unwrap();
+    store
+        .create_import_job(&job("imp_dry", ImportMode::Create, true))
+        .await
+        .unwrap();
+    let outcome = store
+        .apply_import_batch(
+            "imp_dry",
+            &batch(
+                vec![
+                    imported(1, "1", "new@example.com"),
+                    imported(2, "2", "taken@example.com"),
+                ],
+                vec![],
+            ),
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.counts.created, 1);
+    assert_eq!(outcome.counts.failed, 1);
+    assert!(
+        by_external(&store, "1").await.is_empty(),
+        "a dry run stores no user"
+    );
+    let job = store.get_import_job("imp_dry").await.unwrap().unwrap();
+    assert_eq!(job.counts.created, 1);
+    assert_eq!(
+        store
+            .list_import_errors("imp_dry", 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+conformance!(dry_run_writes_nothing_but_reports => import_dry_run_sqlite, import_dry_run_postgres);
+
+async fn stale_jobs_fail_and_preserved_ids_match(store: Arc<dyn Store>) {
+    store
+        .create_import_job(&job("imp_old", ImportMode::Create, false))
+        .await
+        .unwrap();
+    let mut fresh = job("imp_new", ImportMode::Upsert, false);
+    fresh.heartbeat_at = t(100);
+    store.create_import_job(&fresh).await.unwrap();
+    assert_eq!(
+        store.fail_stale_import_jobs(t(50), t(101)).await.unwrap(),
+        1
+    );
+    let old = store.get_import_job("imp_old").await.unwrap().unwrap();
+    assert_eq!(old.status, ImportJobStatus::Failed);
+    assert!(old.message.unwrap().contains("interrupted"));
+    assert_eq!(old.finished_at, Some(t(101)));
+    assert_eq!(
+        store
+            .get_import_job("imp_new")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ImportJobStatus::Running
+    );
+
+    // A preserved id (the `sub` applications already store) is kept and matched by.
+    let mut kept = imported(1, "x", "kept@example.com");
+    kept.user.id = "a1b2c3d4e5f6".into();
+    kept.user.external_id = None;
+    kept.preserved_id = true;
+    store
+        .apply_import_batch("imp_new", &batch(vec![kept.clone()], vec![]), t(102))
+        .await
+        .unwrap();
+    let mut renamed = kept.clone();
+    renamed.user.primary_email = Some("renamed@example.com".into());
+    let outcome = store
+        .apply_import_batch("imp_new", &batch(vec![renamed], vec![]), t(103))
+        .await
+        .unwrap();
+    assert_eq!(outcome.counts.updated, 1);
+    let got = store.get_user("a1b2c3d4e5f6").await.unwrap().unwrap();
+    assert_eq!(got.primary_email.as_deref(), Some("renamed@example.com"));
+    let matched = store.match_import_candidates(&[kept]).await.unwrap();
+    assert_eq!(matched[0].as_ref().unwrap().0.id, "a1b2c3d4e5f6");
+}
+conformance!(stale_jobs_fail_and_preserved_ids_match => import_stale_sqlite, import_stale_postgres);
+
+async fn identities_are_indexed_through_create_and_update(store: Arc<dyn Store>) {
+    let mut a = user(Some("a"), None);
+    a.identities = json!({ "google": { "user_id": "g-1", "details": { "email": "a@x.y" } } });
+    store.create_user(&a).await.unwrap();
+    let mut b = user(Some("b"), None);
+    b.identities = json!({ "google": { "user_id": "g-1" } });
+    assert_err!(
+        store.create_user(&b).await,
+        StoreError::Conflict("identity_taken")
+    );
+    assert!(
+        store.get_user(&b.id).await.unwrap().is_none(),
+        "no half-written user"
+    );
+    a.identities = json!({ "github": { "user_id": "gh-1" } });
+    store.update_user(&a).await.unwrap();
+    assert!(store
+        .find_user_by_identity("google", "g-1")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .find_user_by_identity("github", "gh-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a.id
+    );
+    let listed = store
+        .list_users(
+            &UserFilter {
+                identity: Some(("github".into(), "gh-1".into())),
+                ..Default::default()
+            },
+            &PageRequest {
+                cursor: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    store.delete_user(&a.id, true).await.unwrap();
+    b.identities = json!({ "github": { "user_id": "gh-1" } });
+    store.create_user(&b).await.unwrap();
+}
+conformance!(identities_are_indexed_through_create_and_update => identities_index_sqlite, identities_index_postgres);
