@@ -107,7 +107,8 @@ pub struct CsvMapping {
 
 /// Parses `"email=Email,username=Login,name=Full Name,external_id=UID,password_digest=Hash"`:
 /// comma-separated `target=Header` pairs (split at the first `=`; spaces around names are
-/// trimmed). See [`CsvMapping::from_pairs`] for the rules.
+/// trimmed). A header name containing a comma cannot be written here; use
+/// [`CsvMapping::from_pairs`], which also describes the rules.
 pub fn parse_csv_mapping(spec: &str) -> Result<CsvMapping, ConfigError> {
     let pairs = spec
         .split(',')

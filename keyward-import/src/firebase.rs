@@ -48,7 +48,8 @@ struct FirebaseUser {
     disabled: Option<bool>,
     #[serde(default)]
     created_at: Option<TimeValue>,
-    #[serde(default)]
+    /// `lastLoginAt` is the Admin SDK's name for it.
+    #[serde(default, alias = "lastLoginAt")]
     last_signed_in_at: Option<TimeValue>,
     #[serde(default)]
     custom_attributes: Option<String>,

@@ -81,7 +81,6 @@ impl TimeValue {
     pub(crate) fn resolve(&self) -> Option<OffsetDateTime> {
         match self {
             Self::Millis(ms) => from_millis(*ms),
-            #[allow(clippy::cast_possible_truncation)]
             Self::Float(ms) if ms.is_finite() => from_millis(ms.trunc() as i64),
             Self::Float(_) => None,
             Self::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {

@@ -658,8 +658,9 @@ fn stream_count(array: bool) {
     .unwrap();
     assert_eq!(seen, ROWS);
     assert_eq!(ok, ROWS);
+    // The generated input is about 50 MB and the records more: holding either would show.
     if let Some(kib) = peak_rss_kib() {
-        assert!(kib < 200 * 1024, "peak RSS {kib} KiB");
+        assert!(kib < 32 * 1024, "peak RSS {kib} KiB");
     }
 }
 
