@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::digest::{encoded, hash_encoding, salt_encoding};
 use crate::logto::{set_time, TimeValue};
-use crate::record::{details_object, malformed, Draft, Issue};
+use crate::record::{details_object, malformed_json, Draft, Issue};
 use crate::stream::RowParser;
 use crate::{Identity, ImportRecord, RowError};
 
@@ -120,8 +120,8 @@ struct CphPassword {
 
 impl RowParser for Auth0Rows {
     fn parse(&self, row: u64, json: &[u8]) -> Result<ImportRecord, RowError> {
-        let user: Auth0User =
-            serde_json::from_slice(json).map_err(|e| malformed(row, e.to_string()))?;
+        let user: Auth0User = serde_json::from_slice(json)
+            .map_err(|e| malformed_json(row, json, &e, &["user_id"]))?;
         let mut profile = Map::new();
         for (key, value) in [
             ("given_name", user.given_name),

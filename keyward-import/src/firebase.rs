@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::logto::{set_time, TimeValue};
-use crate::record::{malformed, Draft, Issue};
+use crate::record::{malformed_json, Draft, Issue};
 use crate::stream::RowParser;
 use crate::{ConfigError, Identity, ImportRecord, RowError};
 
@@ -59,8 +59,8 @@ struct FirebaseUser {
 
 impl RowParser for FirebaseRows {
     fn parse(&self, row: u64, json: &[u8]) -> Result<ImportRecord, RowError> {
-        let user: FirebaseUser =
-            serde_json::from_slice(json).map_err(|e| malformed(row, e.to_string()))?;
+        let user: FirebaseUser = serde_json::from_slice(json)
+            .map_err(|e| malformed_json(row, json, &e, &["localId"]))?;
         let mut profile = Map::new();
         if let Some(verified) = user.email_verified {
             profile.insert("email_verified".into(), Value::Bool(verified));

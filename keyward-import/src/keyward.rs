@@ -5,7 +5,7 @@ use keyward_proto::ImportUserRow;
 use serde_json::Value;
 
 use crate::digest::encoded;
-use crate::record::{details_object, malformed, Draft, Issue};
+use crate::record::{details_object, malformed_json, Draft, Issue};
 use crate::stream::RowParser;
 use crate::{Identity, ImportRecord, RowError};
 
@@ -13,8 +13,8 @@ pub(crate) struct KeywardRows;
 
 impl RowParser for KeywardRows {
     fn parse(&self, row: u64, json: &[u8]) -> Result<ImportRecord, RowError> {
-        let wire: ImportUserRow =
-            serde_json::from_slice(json).map_err(|e| malformed(row, e.to_string()))?;
+        let wire: ImportUserRow = serde_json::from_slice(json)
+            .map_err(|e| malformed_json(row, json, &e, &["external_id", "id"]))?;
         draft(wire).finish(row)
     }
 }
@@ -118,6 +118,9 @@ mod tests {
                 .code,
             "malformed_row"
         );
+        let e = parse(r#"{"external_id":"e9","suspended":"yes"}"#).unwrap_err();
+        assert_eq!(e.code, "malformed_row");
+        assert_eq!(e.external_id.as_deref(), Some("e9"), "the id is still reported");
         assert_eq!(parse("[1]").unwrap_err().code, "malformed_row");
         let e = parse(r#"{"external_id":"e1","password_digest":"md5:abc"}"#).unwrap_err();
         assert_eq!(e.code, "unknown_digest_format");

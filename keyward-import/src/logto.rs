@@ -20,7 +20,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::digest::encoded;
-use crate::record::{details_object, from_millis, malformed, parse_timestamp, Draft, Issue};
+use crate::record::{details_object, from_millis, malformed_json, parse_timestamp, Draft, Issue};
 use crate::stream::RowParser;
 use crate::{Identity, ImportRecord, RowError};
 
@@ -114,7 +114,7 @@ pub(crate) fn set_time(
 impl RowParser for LogtoRows {
     fn parse(&self, row: u64, json: &[u8]) -> Result<ImportRecord, RowError> {
         let user: LogtoUser =
-            serde_json::from_slice(json).map_err(|e| malformed(row, e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| malformed_json(row, json, &e, &["id"]))?;
         let mut draft = Draft {
             external_id: user.id.clone(),
             id: user.id,

@@ -76,6 +76,26 @@ pub(crate) fn malformed(row: u64, message: impl Into<String>) -> RowError {
     }
 }
 
+/// A row whose JSON did not deserialize as the format's user: a malformed-row error that still
+/// names the row's source id when the JSON is an object with one under `id_keys` (tried in
+/// order), so the row can be found in the source. Only error rows pay for the second parse.
+pub(crate) fn malformed_json(
+    row: u64,
+    json: &[u8],
+    error: &serde_json::Error,
+    id_keys: &[&str],
+) -> RowError {
+    let mut err = malformed(row, error.to_string());
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) {
+        err.external_id = id_keys
+            .iter()
+            .find_map(|k| map.get(*k)?.as_str())
+            .filter(|s| !s.is_empty() && s.chars().count() <= MAX_EXTERNAL_ID_LEN)
+            .map(str::to_owned);
+    }
+    err
+}
+
 /// `[A-Za-z0-9_-]{1,128}`.
 pub(crate) fn valid_user_id(id: &str) -> bool {
     (1..=128).contains(&id.len())

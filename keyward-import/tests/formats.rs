@@ -266,7 +266,7 @@ fn logto_users() {
         Some("password_digest"),
         Some("u9unknown"),
     );
-    assert_error(run.error(10), "malformed_row", None, None);
+    assert_error(run.error(10), "malformed_row", None, Some("u10shape"));
     assert_error(run.error(11), "malformed_row", None, None);
 }
 
@@ -349,7 +349,7 @@ fn auth0_users() {
         Some("password_digest"),
         Some("auth0|md4"),
     );
-    assert_error(run.error(11), "malformed_row", None, None);
+    assert_error(run.error(11), "malformed_row", None, Some("auth0|shape"));
 }
 
 #[test]
