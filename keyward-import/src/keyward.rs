@@ -120,7 +120,11 @@ mod tests {
         );
         let e = parse(r#"{"external_id":"e9","suspended":"yes"}"#).unwrap_err();
         assert_eq!(e.code, "malformed_row");
-        assert_eq!(e.external_id.as_deref(), Some("e9"), "the id is still reported");
+        assert_eq!(
+            e.external_id.as_deref(),
+            Some("e9"),
+            "the id is still reported"
+        );
         assert_eq!(parse("[1]").unwrap_err().code, "malformed_row");
         let e = parse(r#"{"external_id":"e1","password_digest":"md5:abc"}"#).unwrap_err();
         assert_eq!(e.code, "unknown_digest_format");

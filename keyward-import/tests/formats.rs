@@ -193,7 +193,7 @@ fn keyward_ndjson() {
 #[test]
 fn logto_users() {
     let run = run(&fixture("logto.json")[..], &SourceFormat::Logto);
-    assert_eq!(run.seen(), 11);
+    assert_eq!(run.seen(), 12);
 
     let ann = run.record(1);
     assert_eq!(
@@ -268,12 +268,16 @@ fn logto_users() {
     );
     assert_error(run.error(10), "malformed_row", None, Some("u10shape"));
     assert_error(run.error(11), "malformed_row", None, None);
+
+    let lee = run.record(12);
+    assert_eq!(lee.id.as_deref(), Some("u12argon2d"));
+    assert_verifies(lee, "argon2-cffi-argon2d-m256", "argon2d");
 }
 
 #[test]
 fn auth0_users() {
     let run = run(&fixture("auth0_users.json")[..], &SourceFormat::Auth0);
-    assert_eq!(run.seen(), 11);
+    assert_eq!(run.seen(), 13);
 
     let ann = run.record(1);
     assert_eq!(ann.id, None, "Auth0 ids are not Keyward ids");
@@ -350,6 +354,8 @@ fn auth0_users() {
         Some("auth0|md4"),
     );
     assert_error(run.error(11), "malformed_row", None, Some("auth0|shape"));
+    assert_verifies(run.record(12), "passlib-bcrypt-2b", "bcrypt");
+    assert_verifies(run.record(13), "hashlib-sha256-hex-salt", "sha256");
 }
 
 #[test]
