@@ -115,102 +115,134 @@ impl Draft {
     }
 
     /// Validates and normalizes; the first problem becomes the row's error.
-    pub(crate) fn finish(self, row: u64) -> Result<ImportRecord, RowError> {
-        let source_id = self
-            .external_id
-            .clone()
-            .or_else(|| self.id.clone())
-            .filter(|s| s.chars().count() <= MAX_EXTERNAL_ID_LEN);
-        let fail = |issue: Issue| RowError {
-            row,
-            code: issue.code.into(),
-            field: issue.field.map(str::to_owned),
-            message: issue.message,
-            external_id: source_id.clone(),
-        };
-        let checked = (|| {
-            if let Some(issue) = self.issue {
-                return Err(issue);
-            }
-            let id = present(self.id);
-            if let Some(id) = &id {
-                if !valid_user_id(id) {
-                    return Err(Issue::invalid(
-                        "id",
-                        "must be 1-128 letters, digits, '_' or '-'",
-                    ));
-                }
-            }
-            let external_id = present(self.external_id);
-            if let Some(e) = &external_id {
-                if e.chars().count() > MAX_EXTERNAL_ID_LEN || e.chars().any(char::is_control) {
-                    return Err(Issue::invalid(
-                        "external_id",
-                        "must be at most 256 characters without control characters",
-                    ));
-                }
-            }
-            let validation = |e: keyward_core::ValidationError| Issue::invalid(e.field, e.message);
-            let username = present(self.username)
-                .map(|u| validate::username(&u))
-                .transpose()
-                .map_err(validation)?;
-            let primary_email = present(self.primary_email)
-                .map(|e| validate::email(&e))
-                .transpose()
-                .map_err(validation)?;
-            let primary_phone = present(self.primary_phone)
-                .map(|p| validate::phone(&p))
-                .transpose()
-                .map_err(validation)?;
-            let name = present(self.name)
-                .map(|n| validate::display_name("name", &n))
-                .transpose()
-                .map_err(validation)?;
-            let avatar = present(self.avatar).map(|a| a.trim().to_owned());
-            let profile = object_or_empty("profile", self.profile)?;
-            let custom_data = object_or_empty("custom_data", self.custom_data)?;
-            let (password_digest, password_algorithm) = match self.digest {
-                None => (None, None),
-                Some(digest) => {
-                    let algorithm =
-                        digest_algorithm(&digest).map_err(|e| Issue::digest(e.to_string()))?;
-                    (Some(digest.to_string()), Some(algorithm))
-                }
-            };
-            if username.is_none()
-                && primary_email.is_none()
-                && primary_phone.is_none()
-                && external_id.is_none()
-                && id.is_none()
-            {
-                return Err(Issue {
-                    code: MISSING_IDENTIFIER,
-                    field: None,
-                    message: "the row has no username, email, phone, external id nor id".into(),
-                });
-            }
-            Ok(ImportRecord {
+    pub(crate) fn finish(mut self, row: u64) -> Result<ImportRecord, RowError> {
+        let id = present(self.id.take());
+        let external_id = present(self.external_id.take());
+        match self.check(&id, &external_id) {
+            Ok(checked) => Ok(ImportRecord {
                 row,
                 id,
                 external_id,
-                username,
-                primary_email,
-                primary_phone,
-                name,
-                avatar,
-                profile,
-                custom_data,
+                username: checked.username,
+                primary_email: checked.primary_email,
+                primary_phone: checked.primary_phone,
+                name: checked.name,
+                avatar: checked.avatar,
+                profile: checked.profile,
+                custom_data: checked.custom_data,
                 identities: self.identities,
-                password_digest,
-                password_algorithm,
+                password_digest: checked.password_digest,
+                password_algorithm: checked.password_algorithm,
                 suspended: self.suspended,
                 created_at: self.created_at,
                 last_sign_in_at: self.last_sign_in_at,
-            })
-        })();
-        checked.map_err(fail)
+            }),
+            Err(issue) => Err(RowError {
+                row,
+                code: issue.code.into(),
+                field: issue.field.map(str::to_owned),
+                message: issue.message,
+                external_id: external_id
+                    .or(id)
+                    .filter(|s| s.chars().count() <= MAX_EXTERNAL_ID_LEN),
+            }),
+        }
     }
+
+    /// Everything but the ids (checked by reference, so that an error can still name them).
+    fn check(
+        &mut self,
+        id: &Option<String>,
+        external_id: &Option<String>,
+    ) -> Result<Checked, Issue> {
+        if let Some(issue) = self.issue.take() {
+            return Err(issue);
+        }
+        if let Some(id) = id {
+            if !valid_user_id(id) {
+                return Err(Issue::invalid(
+                    "id",
+                    "must be 1-128 letters, digits, '_' or '-'",
+                ));
+            }
+        }
+        if let Some(e) = external_id {
+            if e.chars().count() > MAX_EXTERNAL_ID_LEN || e.chars().any(char::is_control) {
+                return Err(Issue::invalid(
+                    "external_id",
+                    "must be at most 256 characters without control characters",
+                ));
+            }
+        }
+        let validation = |e: keyward_core::ValidationError| Issue::invalid(e.field, e.message);
+        let username = present(self.username.take())
+            .map(|u| validate::username(&u))
+            .transpose()
+            .map_err(validation)?;
+        let primary_email = present(self.primary_email.take())
+            .map(|e| validate::email(&e))
+            .transpose()
+            .map_err(validation)?;
+        let primary_phone = present(self.primary_phone.take())
+            .map(|p| validate::phone(&p))
+            .transpose()
+            .map_err(validation)?;
+        let name = present(self.name.take())
+            .map(|n| validate::display_name("name", &n))
+            .transpose()
+            .map_err(validation)?;
+        let avatar = present(self.avatar.take()).map(|a| a.trim().to_owned());
+        let profile = object_or_empty("profile", self.profile.take())?;
+        let custom_data = object_or_empty("custom_data", self.custom_data.take())?;
+        let (password_digest, password_algorithm) = match self.digest.take() {
+            None => (None, None),
+            Some(digest) => {
+                let algorithm =
+                    digest_algorithm(&digest).map_err(|e| Issue::digest(e.to_string()))?;
+                let text = match digest {
+                    StoredDigest::Encoded(s) => s,
+                    legacy @ StoredDigest::Legacy(_) => legacy.to_string(),
+                };
+                (Some(text), Some(algorithm))
+            }
+        };
+        if username.is_none()
+            && primary_email.is_none()
+            && primary_phone.is_none()
+            && external_id.is_none()
+            && id.is_none()
+        {
+            return Err(Issue {
+                code: MISSING_IDENTIFIER,
+                field: None,
+                message: "the row has no username, email, phone, external id nor id".into(),
+            });
+        }
+        Ok(Checked {
+            username,
+            primary_email,
+            primary_phone,
+            name,
+            avatar,
+            profile,
+            custom_data,
+            password_digest,
+            password_algorithm,
+        })
+    }
+}
+
+/// The validated fields of a [`Draft`].
+struct Checked {
+    username: Option<String>,
+    primary_email: Option<String>,
+    primary_phone: Option<String>,
+    name: Option<String>,
+    avatar: Option<String>,
+    profile: Value,
+    custom_data: Value,
+    password_digest: Option<String>,
+    password_algorithm: Option<String>,
 }
 
 fn object_or_empty(field: &'static str, value: Option<Value>) -> Result<Value, Issue> {
