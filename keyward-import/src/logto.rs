@@ -1,6 +1,7 @@
 //! Logto users, as its Management API returns them (`GET /api/users`, camelCase) or as a
 //! `users` table export (snake_case column names are accepted too). Fields Keyward has no use
-//! for (`tenantId`, `applicationId`, `hasPassword`, `ssoIdentities`, …) are ignored.
+//! for (`tenantId`, `applicationId`, `hasPassword`, `ssoIdentities`, …) are ignored. The
+//! Management API leaves password hashes out of its answers; a table export carries them.
 //!
 //! Mapping: `id` → both `id` (Logto ids are the `sub` apps keep) and `external_id`;
 //! `primaryEmail`, `primaryPhone` (a `+` is added to a bare number), `name`, `avatar`,
