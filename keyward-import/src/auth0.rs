@@ -27,9 +27,9 @@ use serde_json::{Map, Value};
 
 use crate::digest::{encoded, hash_encoding, salt_encoding};
 use crate::logto::{set_time, TimeValue};
-use crate::record::{details_object, malformed_json, Draft, Issue};
+use crate::record::{malformed_json, Draft, Issue};
 use crate::stream::RowParser;
-use crate::{Identity, ImportRecord, RowError};
+use crate::{ImportRecord, RowError};
 
 pub(crate) struct Auth0Rows;
 
@@ -180,14 +180,7 @@ impl RowParser for Auth0Rows {
                 "google-oauth2" => "google".to_owned(),
                 _ => provider,
             };
-            match details_object(Some(Value::Object(entry))) {
-                Ok(details) => {
-                    draft
-                        .identities
-                        .insert(provider, Identity { user_id, details });
-                }
-                Err(message) => draft.note(Issue::invalid("identities", message)),
-            }
+            draft.add_identity(provider, user_id, Some(Value::Object(entry)));
         }
         let password_hash = user.password_hash.filter(|h| !h.trim().is_empty());
         match (password_hash, user.custom_password_hash) {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::logto::{set_time, TimeValue};
 use crate::record::{malformed_json, Draft, Issue};
 use crate::stream::RowParser;
-use crate::{ConfigError, Identity, ImportRecord, RowError};
+use crate::{ConfigError, ImportRecord, RowError};
 
 pub(crate) struct FirebaseRows {
     pub params: FirebaseScryptParams,
@@ -101,13 +101,7 @@ impl RowParser for FirebaseRows {
             }
             let provider = provider.strip_suffix(".com").unwrap_or(provider).to_owned();
             let user_id = raw_id.to_owned();
-            draft.identities.insert(
-                provider,
-                Identity {
-                    user_id,
-                    details: Value::Object(info),
-                },
-            );
+            draft.add_identity(provider, user_id, Some(Value::Object(info)));
         }
         let hash = user.password_hash.filter(|h| !h.is_empty());
         match (hash, user.salt.filter(|s| !s.is_empty())) {

@@ -5,9 +5,9 @@ use keyward_proto::ImportUserRow;
 use serde_json::Value;
 
 use crate::digest::encoded;
-use crate::record::{details_object, malformed_json, Draft, Issue};
+use crate::record::{malformed_json, Draft, Issue};
 use crate::stream::RowParser;
-use crate::{Identity, ImportRecord, RowError};
+use crate::{ImportRecord, RowError};
 
 pub(crate) struct KeywardRows;
 
@@ -36,18 +36,7 @@ pub(crate) fn draft(wire: ImportUserRow) -> Draft {
         ..Draft::default()
     };
     for (provider, identity) in wire.identities.unwrap_or_default() {
-        match details_object(identity.details) {
-            Ok(details) => {
-                draft.identities.insert(
-                    provider,
-                    Identity {
-                        user_id: identity.user_id,
-                        details,
-                    },
-                );
-            }
-            Err(message) => draft.note(Issue::invalid("identities", message)),
-        }
+        draft.add_identity(provider, identity.user_id, identity.details);
     }
     match wire.password_digest {
         None | Some(Value::Null) => {}
@@ -134,6 +123,11 @@ mod tests {
         assert_eq!(e.code, "unknown_digest_format");
         let e = parse(r#"{"username":"b","password_digest":5}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("password_digest"));
+        let e = parse(r#"{"username":"b","identities":{"google":{"user_id":""}}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("identities"));
+        let e = parse(r#"{"username":"b","identities":{"google":{"user_id":"1","details":[]}}}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("identities"));
         let e = parse(r#"{"username":"b","profile":[1]}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("profile"));
     }

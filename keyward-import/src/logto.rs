@@ -21,9 +21,9 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::digest::encoded;
-use crate::record::{details_object, from_millis, malformed_json, parse_timestamp, Draft, Issue};
+use crate::record::{from_millis, malformed_json, parse_timestamp, Draft, Issue};
 use crate::stream::RowParser;
-use crate::{Identity, ImportRecord, RowError};
+use crate::{ImportRecord, RowError};
 
 pub(crate) struct LogtoRows;
 
@@ -132,18 +132,7 @@ impl RowParser for LogtoRows {
         draft.created_at = set_time(&mut draft, "created_at", user.created_at);
         draft.last_sign_in_at = set_time(&mut draft, "last_sign_in_at", user.last_sign_in_at);
         for (provider, identity) in user.identities.unwrap_or_default() {
-            match details_object(identity.details) {
-                Ok(details) => {
-                    draft.identities.insert(
-                        provider,
-                        Identity {
-                            user_id: identity.user_id,
-                            details,
-                        },
-                    );
-                }
-                Err(message) => draft.note(Issue::invalid("identities", message)),
-            }
+            draft.add_identity(provider, identity.user_id, identity.details);
         }
         match (
             user.password_encrypted.filter(|p| !p.trim().is_empty()),

@@ -114,6 +114,30 @@ impl Draft {
         }
     }
 
+    /// Adds a linked identity: the provider and the user id must be non-empty, the details an
+    /// object (`{}` when absent). A provider given twice keeps its last entry.
+    pub(crate) fn add_identity(
+        &mut self,
+        provider: String,
+        user_id: String,
+        details: Option<Value>,
+    ) {
+        if provider.trim().is_empty() || user_id.trim().is_empty() {
+            self.note(Issue::invalid(
+                "identities",
+                "every identity needs a provider and a user id",
+            ));
+            return;
+        }
+        match details_object(details) {
+            Ok(details) => {
+                self.identities
+                    .insert(provider, Identity { user_id, details });
+            }
+            Err(message) => self.note(Issue::invalid("identities", message)),
+        }
+    }
+
     /// Validates and normalizes; the first problem becomes the row's error.
     pub(crate) fn finish(mut self, row: u64) -> Result<ImportRecord, RowError> {
         let id = present(self.id.take());
@@ -256,7 +280,7 @@ fn object_or_empty(field: &'static str, value: Option<Value>) -> Result<Value, I
 }
 
 /// `details` of an identity: an object, `{}` when absent.
-pub(crate) fn details_object(details: Option<Value>) -> Result<Value, String> {
+fn details_object(details: Option<Value>) -> Result<Value, String> {
     match details {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(v @ Value::Object(_)) => Ok(v),
