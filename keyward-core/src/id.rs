@@ -21,6 +21,7 @@ pub enum IdKind {
     Project,
     Database,
     Connection,
+    ImportJob,
 }
 
 impl IdKind {
@@ -39,6 +40,7 @@ impl IdKind {
             Self::Project => "prj_",
             Self::Database => "db_",
             Self::Connection => "con_",
+            Self::ImportJob => "imp_",
         }
     }
 }
@@ -63,7 +65,7 @@ pub fn is_valid_id(kind: IdKind, value: &str) -> bool {
     generated || (kind == IdKind::User && is_preserved_user_id(value))
 }
 
-const ALL_KINDS: [IdKind; 13] = [
+const ALL_KINDS: [IdKind; 14] = [
     IdKind::Account,
     IdKind::User,
     IdKind::Membership,
@@ -77,6 +79,7 @@ const ALL_KINDS: [IdKind; 13] = [
     IdKind::Project,
     IdKind::Database,
     IdKind::Connection,
+    IdKind::ImportJob,
 ];
 
 /// A user id kept from the system users were migrated from (applications store it as the

@@ -132,6 +132,40 @@ pub fn json_object(field: &'static str, value: &serde_json::Value) -> Result<(),
     Ok(())
 }
 
+/// Social identities: an object of provider → `{ "user_id": non-empty string, "details":
+/// object (optional) }`. Returns the pairs (provider, provider user id) the store indexes.
+pub fn identities(value: &serde_json::Value) -> Result<Vec<(String, String)>, ValidationError> {
+    let invalid = |why: &str| ValidationError::new("identities", why.to_owned());
+    let map = value
+        .as_object()
+        .ok_or_else(|| invalid("must be an object of provider -> {user_id, details}"))?;
+    let mut pairs = Vec::with_capacity(map.len());
+    for (provider, identity) in map {
+        if provider.is_empty() || provider.len() > MAX_NAME_LEN {
+            return Err(invalid("provider names are 1-128 characters"));
+        }
+        let identity = identity
+            .as_object()
+            .ok_or_else(|| invalid("each identity must be an object"))?;
+        let user_id = identity
+            .get("user_id")
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty() && v.len() <= 255)
+            .ok_or_else(|| invalid("each identity needs a user_id of 1-255 characters"))?;
+        if identity
+            .get("details")
+            .is_some_and(|d| !d.is_object() && !d.is_null())
+        {
+            return Err(invalid("details must be an object"));
+        }
+        if let Some(key) = identity.keys().find(|k| *k != "user_id" && *k != "details") {
+            return Err(invalid(&format!("unknown identity field `{key}`")));
+        }
+        pairs.push((provider.clone(), user_id.to_owned()));
+    }
+    Ok(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,38 +206,4 @@ mod tests {
         assert!(redirect_uri("redirect_uris", "JavaScript:alert(1)").is_err());
         assert!(redirect_uri("redirect_uris", "https://u:p@a.com/cb").is_err());
     }
-}
-
-/// Social identities: an object of provider → `{ "user_id": non-empty string, "details":
-/// object (optional) }`. Returns the pairs (provider, provider user id) the store indexes.
-pub fn identities(value: &serde_json::Value) -> Result<Vec<(String, String)>, ValidationError> {
-    let invalid = |why: &str| ValidationError::new("identities", why.to_owned());
-    let map = value
-        .as_object()
-        .ok_or_else(|| invalid("must be an object of provider -> {user_id, details}"))?;
-    let mut pairs = Vec::with_capacity(map.len());
-    for (provider, identity) in map {
-        if provider.is_empty() || provider.len() > MAX_NAME_LEN {
-            return Err(invalid("provider names are 1-128 characters"));
-        }
-        let identity = identity
-            .as_object()
-            .ok_or_else(|| invalid("each identity must be an object"))?;
-        let user_id = identity
-            .get("user_id")
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty() && v.len() <= 255)
-            .ok_or_else(|| invalid("each identity needs a user_id of 1-255 characters"))?;
-        if identity
-            .get("details")
-            .is_some_and(|d| !d.is_object() && !d.is_null())
-        {
-            return Err(invalid("details must be an object"));
-        }
-        if let Some(key) = identity.keys().find(|k| *k != "user_id" && *k != "details") {
-            return Err(invalid(&format!("unknown identity field `{key}`")));
-        }
-        pairs.push((provider.clone(), user_id.to_owned()));
-    }
-    Ok(pairs)
 }

@@ -808,6 +808,7 @@ fn stored_user() -> keyward_core::model::User {
         status: keyward_core::UserStatus::Active,
         application_id: None,
         external_id: Some("legacy-1".into()),
+        external_source: None,
         password_digest: None,
         password_algorithm: None,
         last_sign_in_at: None,

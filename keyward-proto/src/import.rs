@@ -75,3 +75,58 @@ pub struct ImportIdentity {
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
 }
+
+/// Outcome counts of an import job.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Rows matching a stored user in create-only mode, left alone.
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+/// A row that was not imported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ImportRowError {
+    /// 1-based: the line of an NDJSON file, the element of a JSON array, the data record of
+    /// a CSV file.
+    pub row: u64,
+    /// `malformed_row`, `invalid_field`, `unknown_digest_format`, `missing_identifier`, or
+    /// a uniqueness conflict (`email_taken`, `username_taken`, `phone_taken`,
+    /// `external_id_taken`, `identity_taken`, `id_taken`).
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// An import job (`POST /api/users/import`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ImportJob {
+    pub id: String,
+    /// `running`, `succeeded`, `completed_with_errors` or `failed`.
+    pub status: String,
+    /// `create` or `upsert`.
+    pub mode: String,
+    pub dry_run: bool,
+    pub format: String,
+    pub source: String,
+    /// The last source row whose outcome is stored: after a failure, everything up to here
+    /// is in; re-running the same file imports the rest without duplicates.
+    pub rows_processed: u64,
+    pub counts: ImportCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The first row errors (up to 100); the rest at `/api/import-jobs/{id}/errors`.
+    pub errors: Vec<ImportRowError>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+}

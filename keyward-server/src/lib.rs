@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod extract;
 pub mod hashing;
+pub mod import;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
@@ -49,7 +50,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
     info(title = "Keyward", description = "OAuth 2.0 authorization server and management API"),
     modifiers(&BearerAuth),
     // Documented here, served by its own lean router (see `router`).
-    paths(oauth::token::token),
+    paths(oauth::token::token, import::api::import_users),
     tags(
         (name = "oauth", description = "OAuth 2.0 endpoints"),
         (name = "applications", description = "OAuth clients"),
@@ -129,6 +130,9 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(provisioning::api::rotate_connection))
         .routes(routes!(provisioning::api::delete_connection))
         .routes(routes!(provisioning::api::lookup_claim))
+        .routes(routes!(import::api::list_jobs))
+        .routes(routes!(import::api::get_job))
+        .routes(routes!(import::api::list_errors))
         .split_for_parts()
 }
 
@@ -225,6 +229,23 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
+    // User import streams bodies of any size through the parser; it keeps the request id
+    // and trace span but not the 1 MiB limit.
+    let import_route = Router::new()
+        .route("/api/users/import", post(import::api::import_users))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
     let everything_else = documented
         .merge(service_routes)
         .merge(pages)
@@ -244,7 +265,10 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
-    token_route.merge(everything_else).with_state(state)
+    token_route
+        .merge(import_route)
+        .merge(everything_else)
+        .with_state(state)
 }
 
 /// Request ids are ULIDs: unique, time-ordered, and made from the thread-local RNG (a UUID

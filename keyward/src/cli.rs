@@ -45,6 +45,10 @@ enum Command {
     Partner(PartnerCommand),
     /// Create a PostgreSQL database through a partner service, like `npx create-db`.
     CreateDb(keyward_partner::CreateDbArgs),
+    /// Import users from another system's export (exit code 2 when rows failed).
+    Import(crate::import_cmd::ImportArgs),
+    /// Compare a newer export with the store by external id; report, and apply with --apply.
+    Sync(crate::import_cmd::SyncArgs),
 }
 
 #[derive(Subcommand)]
@@ -150,6 +154,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys(settings, command).await,
         Command::Openapi => {
             println!("{}", keyward_server::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Import(args) => {
+            let code = crate::import_cmd::import(Some(settings), args).await?;
+            if code != 0 {
+                std::process::exit(i32::from(code));
+            }
+            Ok(())
+        }
+        Command::Sync(args) => {
+            let code = crate::import_cmd::sync(settings, args).await?;
+            if code != 0 {
+                std::process::exit(i32::from(code));
+            }
             Ok(())
         }
         Command::CreateDb(_) | Command::Partner(_) => Ok(()),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod import_cmd;
 
 use clap::Parser;
 

@@ -5,6 +5,7 @@ mod testkit;
 
 mod audit;
 mod discovery_keys;
+mod import;
 mod interactive;
 mod management_rules;
 mod migration;
