@@ -21,6 +21,7 @@ pub enum IdKind {
     Project,
     Database,
     Connection,
+    OneTimeCode,
 }
 
 impl IdKind {
@@ -39,6 +40,7 @@ impl IdKind {
             Self::Project => "prj_",
             Self::Database => "db_",
             Self::Connection => "con_",
+            Self::OneTimeCode => "otc_",
         }
     }
 }

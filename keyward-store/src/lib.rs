@@ -6,6 +6,7 @@
 //! The conformance suite in `tests/conformance` runs every test against both.
 
 mod error;
+mod one_time_codes;
 mod postgres;
 mod projects;
 mod rows;

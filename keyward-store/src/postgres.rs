@@ -6,6 +6,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use crate::one_time_codes::impl_one_time_code_store;
 use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
@@ -58,4 +59,9 @@ impl_project_store! {
     store: PostgresStore,
     db: sqlx::Postgres,
     for_update: "FOR UPDATE",
+}
+
+impl_one_time_code_store! {
+    store: PostgresStore,
+    for_update: " FOR UPDATE",
 }

@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::one_time_codes::impl_one_time_code_store;
 use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
@@ -76,5 +77,10 @@ impl_store! {
 impl_project_store! {
     store: SqliteStore,
     db: sqlx::Sqlite,
+    for_update: "",
+}
+
+impl_one_time_code_store! {
+    store: SqliteStore,
     for_update: "",
 }

@@ -49,6 +49,7 @@ mod audit;
 mod consents;
 mod grants;
 mod memberships;
+mod one_time_codes;
 mod projects;
 mod resources;
 mod sessions;
