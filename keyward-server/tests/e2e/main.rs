@@ -5,6 +5,7 @@ mod testkit;
 
 mod audit;
 mod discovery_keys;
+mod email_code;
 mod interactive;
 mod management_rules;
 mod migration;
