@@ -61,9 +61,12 @@ impl Mailer {
             .map_err(|e| format!("mail_from {from_text:?} is not a mail address: {e}"))?;
         let transport = match settings.mail_transport.as_str() {
             "outbox" => {
+                // Created here when possible, and again before each write: a deployment
+                // that never sends mail must not fail to start on a read-only data dir.
                 let dir = settings.data_dir.join("outbox");
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("mail outbox {}: {e}", dir.display()))?;
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not create the mail outbox");
+                }
                 Transport::Outbox {
                     transport: AsyncFileTransport::<Tokio1Executor>::new(&dir),
                     dir,
@@ -123,6 +126,9 @@ impl Mailer {
             .map_err(|e| MailError::Build(e.to_string()))?;
         let sent = match &self.transport {
             Transport::Outbox { dir, transport } => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| MailError::Send(format!("outbox {}: {e}", dir.display())))?;
                 tokio::time::timeout(self.timeout, transport.send(message))
                     .await
                     .map_err(|_| MailError::Timeout(self.timeout))?
@@ -203,6 +209,8 @@ mod tests {
         let mut s = settings(dir.path());
         s.mail_from = Some("Keyward <auth@example.com>".into());
         let mailer = Mailer::from_settings(&s).unwrap();
+        // Gone since start (cleaned up by hand): made again.
+        std::fs::remove_dir(dir.path().join("outbox")).unwrap();
         mailer
             .send("ada@example.com", "Hello", "Body 1234".into())
             .await
