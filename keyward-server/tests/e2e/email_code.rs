@@ -16,7 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
 use crate::interactive::{
-    authorize_url, jwt_payload, run_flow, setup, token_request, Browser, Page, CALLBACK, VERIFIER,
+    authorize_url, jwt_payload, run_flow, setup, token_request, Browser, Page, CALLBACK, PASSWORD,
+    VERIFIER,
 };
 use crate::on_both_stores;
 use crate::testkit::{Backend, Options, TestServer};
@@ -516,6 +517,46 @@ async fn no_mail_without_an_active_account(backend: Backend) {
         .starts_with("default-src 'none'"));
 }
 
+/// A password attempt for a user without a password is a wrong password: same status, same
+/// page (which offers the code), and about the same time (a decoy Argon2id verification).
+async fn no_password_is_a_wrong_password(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    passwordless(&server, "nopass@example.test").await;
+    create_user(
+        &server,
+        json!({ "primary_email": "haspass@example.test", "password": PASSWORD }),
+    )
+    .await;
+    let mut browser = Browser::new(&server);
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for (i, login) in ["nopass@example.test", "haspass@example.test"]
+            .into_iter()
+            .enumerate()
+        {
+            let started = std::time::Instant::now();
+            let page = password_sign_in(&mut browser, "", login, "not the password").await;
+            times[i].push(started.elapsed());
+            assert_eq!(page.status, 401);
+            assert!(page
+                .body
+                .contains("Wrong username, email, phone or password."));
+            assert!(page.body.contains("Email me a sign-in code"));
+        }
+    }
+    let a = password_sign_in(&mut browser, "", "nopass@example.test", "x").await;
+    let b = password_sign_in(&mut browser, "", "haspass@example.test", "x").await;
+    assert_eq!(
+        a.body.replace("nopass@", "X@"),
+        b.body.replace("haspass@", "X@")
+    );
+    for t in &mut times {
+        t.sort();
+    }
+    let ratio = times[0][1].as_secs_f64() / times[1][1].as_secs_f64();
+    assert!((0.3..3.0).contains(&ratio), "median time ratio {ratio}");
+}
+
 /// A minimal SMTP server: enough of RFC 5321 for one client to hand over messages.
 async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -620,5 +661,6 @@ on_both_stores!(
     code_sign_in_then_set_password_then_password,
     code_refusals,
     no_mail_without_an_active_account,
+    no_password_is_a_wrong_password,
     code_arrives_over_smtp,
 );
