@@ -329,7 +329,7 @@ pub async fn prepare(settings: Settings) -> Result<(AppState, BootstrapReport), 
         }
     }
     let mailer = mail::Mailer::from_settings(&settings).map_err(StartError::Config)?;
-    tracing::info!(to = %mailer.describe(), "mail goes to");
+    tracing::info!(transport = %mailer.describe(), "outgoing mail");
     let store = keyward_store::connect(&url, settings.database_max_connections).await?;
     store.migrate().await?;
     let state = AppState::new(store, settings, master, mailer);

@@ -117,7 +117,14 @@ impl Mailer {
     /// Sends a plain-text message to `to`, giving up after the timeout.
     pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
         let to: Mailbox = to.parse().map_err(|_| MailError::Recipient)?;
+        // A Message-ID in the sender's domain (relays and spam filters expect one).
+        let message_id = format!(
+            "<{}@{}>",
+            keyward_core::secret::random_token(18),
+            self.from.email.domain()
+        );
         let message = Message::builder()
+            .message_id(Some(message_id))
             .from(self.from.clone())
             .to(to)
             .subject(subject)
@@ -229,5 +236,7 @@ mod tests {
         assert!(text.contains("To: ada@example.com"), "{text}");
         assert!(text.contains("From: Keyward <auth@example.com>"), "{text}");
         assert!(text.contains("Body 1234"), "{text}");
+        assert!(text.contains("Message-ID: <"), "{text}");
+        assert!(text.contains("@example.com>"), "{text}");
     }
 }

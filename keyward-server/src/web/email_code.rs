@@ -295,9 +295,11 @@ async fn send_code(state: &AppState, request_id: &RequestId, email: &str) -> Res
             consumed_at: None,
         })
         .await?;
+    // Short lines: the message stays 7-bit plain text, readable as it is in the outbox.
     let body = format!(
         "Your Keyward sign-in code is:\n\n    {code}\n\n\
-         It works once, for {} minutes. If you did not ask to sign in, ignore this email:\n\
+         It works once, for {} minutes.\n\n\
+         If you did not ask to sign in, ignore this email:\n\
          no one can sign in without the code.\n",
         CODE_TTL.whole_minutes()
     );

@@ -269,6 +269,12 @@ async fn code_sign_in_then_set_password_then_password(backend: Backend) {
     let code = next_code(&server, email, &mut seen).await;
     let mails = outbox(&server);
     assert!(mails[0].1.contains("Subject: Your Keyward sign-in code"));
+    // Plain 7-bit text: readable as it is in the outbox.
+    assert!(
+        mails[0].1.contains("Content-Transfer-Encoding: 7bit"),
+        "{}",
+        mails[0].1
+    );
 
     let signed_in = submit_code(&mut browser, &interaction, email, &code).await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
