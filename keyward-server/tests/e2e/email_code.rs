@@ -663,10 +663,66 @@ async fn code_arrives_over_smtp(backend: Backend) {
     assert!(!server.outbox().exists() || outbox(&server).is_empty());
 }
 
+/// An SMTP server that accepts connections and never answers: the page answers at once and
+/// the same as for an unknown address; the send gives up at the timeout and is audited as a
+/// failure.
+async fn a_silent_smtp_server_delays_nothing(backend: Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            keep.lock().await.push(socket);
+        }
+    });
+    let server = TestServer::start_with(
+        backend,
+        Options {
+            smtp_url: Some(format!("smtp://127.0.0.1:{port}")),
+            ..Options::default()
+        },
+    )
+    .await;
+    let email = "slow@example.test";
+    let user_id = passwordless(&server, email).await;
+    let mut browser = Browser::new(&server);
+    let started = std::time::Instant::now();
+    let known = request_code(&mut browser, "", email).await;
+    let unknown = request_code(&mut browser, "", "unknown@example.test").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let normalise =
+        |page: &Page, email: &str| page.body.replace(&enc(email), "E").replace(email, "E");
+    assert_eq!(
+        normalise(&known, email),
+        normalise(&unknown, "unknown@example.test")
+    );
+    // testkit: smtp_timeout_secs = 5.
+    let mut failure = None;
+    for _ in 0..100 {
+        let events = audit_events(&server, &format!("target_id={user_id}")).await;
+        failure = events
+            .into_iter()
+            .find(|e| e["action"] == "auth.sign_in_code" && e["outcome"] == "failure");
+        if failure.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failure = failure.expect("the send did not time out");
+    assert_eq!(failure["reason"], "mail_failed");
+    assert!(!held.lock().await.is_empty());
+}
+
 on_both_stores!(
     code_sign_in_then_set_password_then_password,
     code_refusals,
     no_mail_without_an_active_account,
     no_password_is_a_wrong_password,
     code_arrives_over_smtp,
+    a_silent_smtp_server_delays_nothing,
 );
