@@ -22,6 +22,7 @@ pub enum IdKind {
     Database,
     Connection,
     ImportJob,
+    OneTimeCode,
 }
 
 impl IdKind {
@@ -41,6 +42,7 @@ impl IdKind {
             Self::Database => "db_",
             Self::Connection => "con_",
             Self::ImportJob => "imp_",
+            Self::OneTimeCode => "otc_",
         }
     }
 }
@@ -65,7 +67,7 @@ pub fn is_valid_id(kind: IdKind, value: &str) -> bool {
     generated || (kind == IdKind::User && is_preserved_user_id(value))
 }
 
-const ALL_KINDS: [IdKind; 14] = [
+const ALL_KINDS: [IdKind; 15] = [
     IdKind::Account,
     IdKind::User,
     IdKind::Membership,
@@ -80,6 +82,7 @@ const ALL_KINDS: [IdKind; 14] = [
     IdKind::Database,
     IdKind::Connection,
     IdKind::ImportJob,
+    IdKind::OneTimeCode,
 ];
 
 /// A user id kept from the system users were migrated from (applications store it as the

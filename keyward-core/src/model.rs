@@ -337,6 +337,23 @@ pub struct Session {
     pub expires_at: OffsetDateTime,
 }
 
+/// A one-time code sent to a user (an emailed sign-in code). The store keeps one per
+/// (user, purpose): issuing a new one replaces the earlier. Only the SHA-256 digest of the
+/// code is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneTimeCode {
+    pub id: String,
+    pub user_id: String,
+    /// What the code is for, e.g. `sign_in`.
+    pub purpose: String,
+    pub digest: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Wrong codes presented so far.
+    pub attempts: u32,
+    pub consumed_at: Option<OffsetDateTime>,
+}
+
 /// A pending authorization request while the user signs in, picks a workspace and
 /// consents. `id` is a random, unguessable handle carried in the page URLs; `request` holds
 /// the validated authorization parameters and `state` the progress (both JSON, owned by the

@@ -49,6 +49,11 @@ pub fn verify_secret<'a>(presented: &str, digests: impl IntoIterator<Item = &'a 
     matched.into()
 }
 
+/// True when two digests are equal, compared in constant time.
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::model::{
     Account, ApiResource, Application, AuditEvent, AuthorizationCode, ClientSecret, Consent, Grant,
-    Interaction, Membership, RefreshToken, Session, SigningKey, User,
+    Interaction, Membership, OneTimeCode, RefreshToken, Session, SigningKey, User,
 };
 use crate::project::{
     DatabaseConnection, DatabaseStatus, Project, ProjectDatabase, TransferOutcome,
@@ -362,6 +362,43 @@ pub trait ThrottleStore: Send + Sync {
     async fn purge_failures(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
 
+/// Outcome of presenting a one-time code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OneTimeCodeRedemption {
+    /// The code matched and is now spent.
+    Redeemed,
+    /// The code did not match; the attempt was counted. `attempts_left` is how many more
+    /// may be made (0: the code is now locked).
+    Wrong { attempts_left: u32 },
+    /// Too many wrong attempts already: nothing was compared.
+    Locked,
+    /// The code has expired.
+    Expired,
+    /// No live code: none was issued, it was spent, or the user does not exist.
+    NoCode,
+}
+
+/// One-time codes per (user, purpose). Both operations are single conditional writes, so
+/// two concurrent redemptions cannot both succeed and every wrong attempt is counted.
+#[async_trait]
+pub trait OneTimeCodeStore: Send + Sync {
+    /// Stores `code` for (`code.user_id`, `code.purpose`), replacing any earlier code for
+    /// that pair (spent or not). Errors: `NotFound("user")`.
+    async fn issue_one_time_code(&self, code: &OneTimeCode) -> StoreResult<()>;
+    /// Checks `digest` against the live code for (user, purpose) in one write transaction:
+    /// spends it when it matches (at most once), counts a wrong attempt otherwise, and
+    /// compares nothing once `max_attempts` wrong attempts were made or the code expired
+    /// (`expires_at <= now`). Digests are compared in constant time.
+    async fn redeem_one_time_code(
+        &self,
+        user_id: &str,
+        purpose: &str,
+        digest: &[u8],
+        max_attempts: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<OneTimeCodeRedemption>;
+}
+
 /// Projects, their databases and connections, and the reaper's schedule. The schedule
 /// lives in the rows (`reap_at`, a lease), so deletions survive restarts and each due
 /// project is dropped by exactly one node at a time.
@@ -465,6 +502,7 @@ pub trait Store:
     + GrantStore
     + ConsentStore
     + ThrottleStore
+    + OneTimeCodeStore
     + ProjectStore
     + ImportStore
     + Send

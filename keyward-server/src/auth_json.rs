@@ -268,6 +268,15 @@ pub async fn account_token(
             let session = session::current(&state, &headers)
                 .await?
                 .ok_or(ApiError::Unauthenticated("sign in first"))?;
+            // A user signed in with an emailed code sets a password before anything else
+            // (`/auth/set-password`), here as in the authorization flow.
+            let user = state.store.get_user(&session.user_id).await?;
+            if user.is_some_and(|u| u.password_digest.is_none()) {
+                return Err(ApiError::Forbidden {
+                    code: "password_required",
+                    detail: "set a password first at /auth/set-password".into(),
+                });
+            }
             (session.user_id, client)
         }
     };

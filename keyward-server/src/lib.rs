@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod hashing;
 pub mod import;
+pub mod mail;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
@@ -203,6 +204,18 @@ pub fn router(state: AppState) -> Router {
             get(web::pages::sign_in_page).post(web::pages::sign_in_submit),
         )
         .route(
+            "/auth/sign-in/code",
+            get(web::email_code::request_page).post(web::email_code::request_submit),
+        )
+        .route(
+            "/auth/sign-in/code/verify",
+            get(web::email_code::verify_page).post(web::email_code::verify_submit),
+        )
+        .route(
+            "/auth/set-password",
+            get(web::email_code::set_password_page).post(web::email_code::set_password_submit),
+        )
+        .route(
             "/sign-up",
             get(web::pages::sign_up_page).post(web::pages::sign_up_submit),
         )
@@ -302,11 +315,13 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
             if let Err(e) = state.store.purge_retired_signing_keys(week_ago).await {
                 tracing::warn!(error = %e, "could not purge retired signing keys");
             }
-            // Expired sessions and interactions, and failures outside the throttle window.
+            // Expired sessions and interactions, and failures outside the throttle window
+            // (kept at least as long as the sign-in code send limits look back).
             if let Err(e) = state.store.purge_expired_sessions(now).await {
                 tracing::warn!(error = %e, "could not purge expired sessions");
             }
-            let window = time::Duration::seconds(state.settings.signin_throttle_window_secs);
+            let window = time::Duration::seconds(state.settings.signin_throttle_window_secs)
+                .max(web::email_code::SEND_WINDOW);
             if let Err(e) = state.store.purge_failures(now - window).await {
                 tracing::warn!(error = %e, "could not purge sign-in failures");
             }
@@ -337,9 +352,11 @@ pub async fn prepare(settings: Settings) -> Result<(AppState, BootstrapReport), 
             ),
         }
     }
+    let mailer = mail::Mailer::from_settings(&settings).map_err(StartError::Config)?;
+    tracing::info!(transport = %mailer.describe(), "outgoing mail");
     let store = keyward_store::connect(&url, settings.database_max_connections).await?;
     store.migrate().await?;
-    let state = AppState::new(store, settings, master);
+    let state = AppState::new(store, settings, master, mailer);
     let report = bootstrap(&state).await?;
     Ok((state, report))
 }

@@ -73,6 +73,16 @@ pub struct Settings {
     pub provisioning_audience: Option<String>,
     /// How often each node looks for expired or deleted projects to drop.
     pub reaper_interval_secs: u64,
+    /// `outbox` (default: each message becomes an `.eml` file in `{data_dir}/outbox/`, for
+    /// development) or `smtp` (through `smtp_url`).
+    pub mail_transport: String,
+    /// `smtp://user:pass@host:port` (plain; add `?tls=required` for STARTTLS) or
+    /// `smtps://user:pass@host:port` (implicit TLS). Required with `mail_transport = "smtp"`.
+    pub smtp_url: Option<String>,
+    /// The sender; defaults to `Keyward <no-reply@{issuer host}>`.
+    pub mail_from: Option<String>,
+    /// A send that takes longer is abandoned (connect, TLS and the whole SMTP dialogue).
+    pub smtp_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -111,6 +121,10 @@ impl Default for Settings {
             local_region_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             provisioning_audience: None,
             reaper_interval_secs: 30,
+            mail_transport: "outbox".into(),
+            smtp_url: None,
+            mail_from: None,
+            smtp_timeout_secs: 10,
         }
     }
 }

@@ -51,10 +51,17 @@ pub struct StateInner {
     pub provisioning_audience: Arc<str>,
     /// The PostgreSQL clusters projects are created in.
     pub regions: Arc<crate::provisioning::Regions>,
+    /// Outgoing mail (sign-in codes).
+    pub mailer: Arc<crate::mail::Mailer>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Settings, master: MasterKey) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        master: MasterKey,
+        mailer: crate::mail::Mailer,
+    ) -> Self {
         let ttl = Duration::from_secs(settings.client_cache_ttl_secs);
         let argon2 = settings.argon2();
         let decoy_hash: Arc<str> = hash_password(&keyward_core::secret::random_token(24), argon2)
@@ -67,6 +74,7 @@ impl AppState {
             &settings.regions,
         ));
         Self(Arc::new(StateInner {
+            mailer: Arc::new(mailer),
             decoy_hash,
             provisioning_audience: settings.provisioning_audience().into(),
             regions,

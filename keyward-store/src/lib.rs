@@ -7,6 +7,7 @@
 
 mod error;
 mod import;
+mod one_time_codes;
 mod postgres;
 mod projects;
 mod rows;

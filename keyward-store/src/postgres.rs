@@ -7,6 +7,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::import::impl_import_store;
+use crate::one_time_codes::impl_one_time_code_store;
 use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
@@ -67,4 +68,9 @@ impl_import_store! {
     for_update: " FOR UPDATE",
     text_list: "SELECT jsonb_array_elements_text({}::jsonb) AS value",
     bulk_insert: crate::import::postgres_bulk_insert,
+}
+
+impl_one_time_code_store! {
+    store: PostgresStore,
+    for_update: " FOR UPDATE",
 }

@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 use crate::import::impl_import_store;
+use crate::one_time_codes::impl_one_time_code_store;
 use crate::projects::impl_project_store;
 use crate::store_impl::impl_store;
 
@@ -86,4 +87,9 @@ impl_import_store! {
     for_update: "",
     text_list: "SELECT value FROM json_each({})",
     bulk_insert: crate::import::no_bulk_insert,
+}
+
+impl_one_time_code_store! {
+    store: SqliteStore,
+    for_update: "",
 }

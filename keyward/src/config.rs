@@ -42,6 +42,10 @@ const ENV_SETTINGS: &[&str] = &[
     "local_region_url",
     "provisioning_audience",
     "reaper_interval_secs",
+    "mail_transport",
+    "smtp_url",
+    "mail_from",
+    "smtp_timeout_secs",
 ];
 
 pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {
@@ -111,6 +115,39 @@ mod tests {
             assert_eq!(settings.regions.len(), 1);
             assert_eq!(settings.regions[0].id, "us");
             assert_eq!(settings.regions[0].public_port, Some(6432));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mail_settings_come_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let settings = load(None).unwrap();
+            assert_eq!(settings.mail_transport, "outbox");
+            assert_eq!(settings.smtp_url, None);
+            jail.create_file(
+                "keyward.toml",
+                "mail_transport = \"smtp\"\nsmtp_url = \"smtps://u:p@mail.example.com\"\n",
+            )?;
+            jail.set_env("KEYWARD_MAIL_FROM", "Auth <auth@example.com>");
+            jail.set_env("KEYWARD_SMTP_TIMEOUT_SECS", "3");
+            let settings = load(Some(Path::new("keyward.toml"))).unwrap();
+            assert_eq!(settings.mail_transport, "smtp");
+            assert_eq!(
+                settings.smtp_url.as_deref(),
+                Some("smtps://u:p@mail.example.com")
+            );
+            assert_eq!(
+                settings.mail_from.as_deref(),
+                Some("Auth <auth@example.com>")
+            );
+            assert_eq!(settings.smtp_timeout_secs, 3);
+            jail.set_env("KEYWARD_SMTP_URL", "smtp://relay.internal:25");
+            let settings = load(Some(Path::new("keyward.toml"))).unwrap();
+            assert_eq!(
+                settings.smtp_url.as_deref(),
+                Some("smtp://relay.internal:25")
+            );
             Ok(())
         });
     }

@@ -1,5 +1,6 @@
 //! The authorization flow between `/oauth2/authorize` and the redirect back to the client:
-//! which step the user is at (sign in, pick a workspace, consent), and issuing the code.
+//! which step the user is at (sign in, set a password, pick a workspace, consent), and
+//! issuing the code.
 //!
 //! The pending request lives in the database as an `Interaction`, so any node can serve
 //! any step. Every step ends by calling [`advance`], which decides what comes next.
@@ -21,6 +22,10 @@ use crate::audit::{self, Actor};
 use crate::error::ApiError;
 use crate::extract::RequestId;
 use crate::state::AppState;
+
+/// The forced set-password step (a user without a password who signed in with an emailed
+/// code).
+pub const SET_PASSWORD_PATH: &str = "/auth/set-password";
 
 /// What has happened so far in one interaction.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -208,7 +213,22 @@ pub async fn advance(
         ));
     }
 
-    // 2. Which workspace? (`workspace:admin`: one where the user is owner or admin.)
+    // 2. A user without a password (imported without one, signed in with an emailed code)
+    //    sets one before anything else. The rule is the user's, not the interaction's: a
+    //    new authorization request lands here again until the password is set.
+    if user.password_digest.is_none() {
+        if prompt_none {
+            return Ok(error_redirect(
+                state,
+                &request,
+                "interaction_required",
+                "the user must set a password",
+            ));
+        }
+        return Ok(see_other(&format!("{SET_PASSWORD_PATH}?interaction={id}")));
+    }
+
+    // 3. Which workspace? (`workspace:admin`: one where the user is owner or admin.)
     let mut role = None;
     if request.has_scope(WORKSPACE_ADMIN) {
         let membership = match pending.progress.account_id.as_deref() {
@@ -229,7 +249,7 @@ pub async fn advance(
         }
     }
 
-    // 3. Consent: not for first-party applications; remembered per user, client, resource.
+    // 4. Consent: not for first-party applications; remembered per user, client, resource.
     let consent_needed = if pending.progress.consented {
         false
     } else if request.has_prompt("consent") || request.claim_project_id.is_some() {
@@ -260,7 +280,7 @@ pub async fn advance(
         return Ok(see_other(&format!("/consent?interaction={id}")));
     }
 
-    // 4. Done: a grant and its single-use code.
+    // 5. Done: a grant and its single-use code.
     let code = random_token(32);
     let grant = Grant {
         id: new_id(IdKind::Grant),

@@ -1,6 +1,7 @@
-//! Hosted, server-rendered pages: sign-in, sign-up, workspace picker, consent, sign-out,
-//! errors. Shared plumbing lives here: cookies, CSRF, security headers, rendering.
+//! Hosted, server-rendered pages: sign-in (password or emailed code), set-password, sign-up,
+//! workspace picker, consent, sign-out, errors. Shared plumbing lives here: cookies, CSRF, security headers, rendering.
 
+pub mod email_code;
 pub mod flow;
 pub mod pages;
 pub mod session;

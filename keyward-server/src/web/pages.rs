@@ -32,7 +32,7 @@ pub struct InteractionQuery {
 }
 
 /// Any failure inside a page handler becomes an error page (details only in the log).
-fn failed(e: ApiError, request_id: &RequestId) -> Response {
+pub(super) fn failed(e: ApiError, request_id: &RequestId) -> Response {
     if let ApiError::Internal(message) = &e {
         tracing::error!(request_id = request_id.0.as_deref().unwrap_or("-"), error = %message, "page failed");
     }
@@ -43,7 +43,7 @@ fn failed(e: ApiError, request_id: &RequestId) -> Response {
     )
 }
 
-fn csrf_refused() -> Response {
+pub(super) fn csrf_refused() -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "The form expired",
@@ -51,7 +51,7 @@ fn csrf_refused() -> Response {
     )
 }
 
-async fn client_name(state: &AppState, pending: &Pending) -> Option<String> {
+pub(super) async fn client_name(state: &AppState, pending: &Pending) -> Option<String> {
     state
         .client(&pending.request.client_id)
         .await
@@ -199,19 +199,22 @@ pub async fn sign_in_submit(
         &user,
         &form.interaction,
         "auth.sign_in",
+        json!({ "method": "password" }),
     )
     .await
 }
 
 /// After a successful sign-in or sign-up: a new session, then the next step of the
-/// interaction (or the signed-in page without one).
-async fn signed_in(
+/// interaction (or, without one, the set-password page for a user who has no password, else
+/// the signed-in page). `details` go into the audit event (e.g. the sign-in `method`).
+pub(super) async fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
     request_id: &RequestId,
     user: &User,
     interaction: &str,
     action: &'static str,
+    details: serde_json::Value,
 ) -> Response {
     let result = async {
         let (_session, cookie) = session::start(state, headers, &user.id).await?;
@@ -227,7 +230,7 @@ async fn signed_in(
             Some(&user.id),
             AuditOutcome::Success,
             None,
-            json!({}),
+            details,
         )
         .await;
         let location = match flow::load(state, interaction).await? {
@@ -236,6 +239,7 @@ async fn signed_in(
                 pending.save(state).await?;
                 format!("/oauth2/authorize/resume?interaction={}", enc(interaction))
             }
+            None if user.password_digest.is_none() => flow::SET_PASSWORD_PATH.to_owned(),
             None => "/".to_owned(),
         };
         let mut response = see_other(&location);
@@ -382,6 +386,7 @@ pub async fn sign_up_submit(
                 &user,
                 &form.interaction,
                 "auth.sign_up",
+                json!({}),
             )
             .await
         }
@@ -434,7 +439,7 @@ pub async fn resume(
 
 /// Loads the interaction and the signed-in user for a step page; `Err` is the response
 /// to send instead (expired interaction, or back to sign-in).
-async fn step_context(
+pub(super) async fn step_context(
     state: &AppState,
     headers: &HeaderMap,
     interaction: &str,

@@ -22,6 +22,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/sign_out.html"),
     ),
     ("message.html", include_str!("../../templates/message.html")),
+    (
+        "sign_in_code.html",
+        include_str!("../../templates/sign_in_code.html"),
+    ),
+    (
+        "sign_in_code_verify.html",
+        include_str!("../../templates/sign_in_code_verify.html"),
+    ),
+    (
+        "set_password.html",
+        include_str!("../../templates/set_password.html"),
+    ),
 ];
 
 pub const STYLESHEET: &str = include_str!("../../templates/keyward.css");
@@ -139,6 +151,7 @@ mod tests {
             "scopes": [{ "name": "openid", "description": "d" }], "user_label": "u",
             "workspace": "W", "redirect_host": "h", "continue": "/x",
             "title": "t", "message": "m", "tone": "info", "link": ["/a", "b"],
+            "ttl_minutes": 10, "code_length": 8,
         });
         for (name, _) in TEMPLATES {
             if *name == "base.html" {

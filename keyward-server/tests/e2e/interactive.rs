@@ -16,7 +16,7 @@ use crate::testkit::{Backend, TestServer};
 const API: &str = "https://api.example.test";
 pub const CALLBACK: &str = "https://client.example.test/callback";
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
@@ -49,7 +49,7 @@ impl Page {
     }
 
     /// The `value` of the input named `name`.
-    fn field(&self, name: &str) -> String {
+    pub fn field(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
         let start = self
             .body
@@ -175,7 +175,7 @@ pub async fn setup(server: &TestServer, kind: &str, first_party: bool) -> Client
     }
 }
 
-fn authorize_url(client: &Client, extra: &[(&str, &str)]) -> String {
+pub fn authorize_url(client: &Client, extra: &[(&str, &str)]) -> String {
     let mut params: Vec<(&str, String)> = vec![
         ("response_type", "code".into()),
         ("client_id", client.client_id.clone()),

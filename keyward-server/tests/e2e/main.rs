@@ -6,6 +6,7 @@ mod testkit;
 mod audit;
 mod discovery_keys;
 mod import;
+mod email_code;
 mod interactive;
 mod management_rules;
 mod migration;

@@ -41,6 +41,8 @@ pub struct Options {
     pub issuer: Option<String>,
     /// Database regions (default: the local test PostgreSQL, found by the start-up probe).
     pub regions: Vec<keyward_provision::Region>,
+    /// `smtp://…` to send mail through SMTP instead of the outbox (`{data_dir}/outbox`).
+    pub smtp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             database_url: None,
             issuer: None,
             regions: Vec::new(),
+            smtp_url: None,
         }
     }
 }
@@ -86,6 +89,14 @@ impl TestServer {
             client_cache_ttl_secs: options.client_cache_ttl_secs,
             local_region_url: keyward_store::test_support::test_postgres_server_url(),
             regions: options.regions.clone(),
+            mail_transport: if options.smtp_url.is_some() {
+                "smtp"
+            } else {
+                "outbox"
+            }
+            .into(),
+            smtp_url: options.smtp_url.clone(),
+            smtp_timeout_secs: 5,
             ..Settings::default()
         };
         let (state, _report) = keyward_server::prepare(settings).await.unwrap();
@@ -106,6 +117,11 @@ impl TestServer {
             handle,
             _dir: dir,
         }
+    }
+
+    /// Where the outbox mail transport writes `.eml` files.
+    pub fn outbox(&self) -> std::path::PathBuf {
+        self.state.settings.data_dir.join("outbox")
     }
 
     pub fn url(&self, path: &str) -> String {

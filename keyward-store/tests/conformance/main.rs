@@ -50,6 +50,7 @@ mod consents;
 mod grants;
 mod imports;
 mod memberships;
+mod one_time_codes;
 mod projects;
 mod resources;
 mod sessions;
