@@ -142,7 +142,10 @@ macro_rules! impl_import_store {
         text_list: $text_list:literal,
         // Inserts what it can of the new users at once; returns, per candidate, whether
         // it was inserted (with its identities).
-        bulk_insert: $bulk_insert:path $(,)?
+        bulk_insert: $bulk_insert:path,
+        // Whether a failed statement aborts the transaction (PostgreSQL), so that each
+        // per-row insert needs a savepoint.
+        savepoint_per_row: $savepoint_per_row:expr $(,)?
     ) => {
         const _: () = {
             use ::async_trait::async_trait;
@@ -255,14 +258,42 @@ macro_rules! impl_import_store {
                         .collect())
                 }
 
-                /// Inserts one new user with its identities under a savepoint; a
-                /// uniqueness conflict rolls back to it and is returned as its code.
+                /// Inserts one new user with its identities; a uniqueness conflict
+                /// undoes the row and is returned as its code. On PostgreSQL a failed
+                /// statement aborts the transaction, so the row runs under a savepoint;
+                /// SQLite undoes only the failed statement, so it needs none (and saves
+                /// two statements per row) and removes a user whose identity conflicts.
                 async fn insert_imported_user(
                     conn: &mut Conn,
                     candidate: &ImportCandidate,
                 ) -> StoreResult<Result<(), &'static str>> {
+                    if $savepoint_per_row {
+                        let mut savepoint = conn.begin().await.map_err(internal)?;
+                        let result = Self::insert_user_rows(&mut *savepoint, candidate).await?;
+                        if result.is_ok() {
+                            savepoint.commit().await.map_err(internal)?;
+                        } else {
+                            savepoint.rollback().await.map_err(internal)?;
+                        }
+                        Ok(result)
+                    } else {
+                        let result = Self::insert_user_rows(&mut *conn, candidate).await?;
+                        if result.is_err() {
+                            ::sqlx::query(sql::DELETE_USER)
+                                .bind(&candidate.user.id)
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(internal)?;
+                        }
+                        Ok(result)
+                    }
+                }
+
+                async fn insert_user_rows(
+                    conn: &mut Conn,
+                    candidate: &ImportCandidate,
+                ) -> StoreResult<Result<(), &'static str>> {
                     let user = &candidate.user;
-                    let mut savepoint = conn.begin().await.map_err(internal)?;
                     let inserted = ::sqlx::query(sql::INSERT_IMPORTED_USER)
                         .bind(&user.id)
                         .bind(&user.username)
@@ -283,14 +314,12 @@ macro_rules! impl_import_store {
                         .bind(utc(user.updated_at))
                         .bind(&user.external_source)
                         .bind(user.password_digest.as_deref().map(digest_fingerprint))
-                        .execute(&mut *savepoint)
+                        .execute(&mut *conn)
                         .await;
                     if let Err(e) = inserted {
+                        // Nothing of this row is stored: no undo needed.
                         return match conflict_code(&e) {
-                            Some(code) => {
-                                savepoint.rollback().await.map_err(internal)?;
-                                Ok(Err(code))
-                            }
+                            Some(code) => Ok(Err(code)),
                             None => Err(internal(e)),
                         };
                     }
@@ -301,19 +330,15 @@ macro_rules! impl_import_store {
                             .bind(provider)
                             .bind(provider_user_id)
                             .bind(&user.id)
-                            .execute(&mut *savepoint)
+                            .execute(&mut *conn)
                             .await;
                         if let Err(e) = done {
                             return match conflict_code(&e) {
-                                Some(code) => {
-                                    savepoint.rollback().await.map_err(internal)?;
-                                    Ok(Err(code))
-                                }
+                                Some(code) => Ok(Err(code)),
                                 None => Err(internal(e)),
                             };
                         }
                     }
-                    savepoint.commit().await.map_err(internal)?;
                     Ok(Ok(()))
                 }
 

@@ -68,6 +68,7 @@ impl_import_store! {
     for_update: " FOR UPDATE",
     text_list: "SELECT jsonb_array_elements_text({}::jsonb) AS value",
     bulk_insert: crate::import::postgres_bulk_insert,
+    savepoint_per_row: true,
 }
 
 impl_one_time_code_store! {

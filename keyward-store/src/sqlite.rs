@@ -87,6 +87,7 @@ impl_import_store! {
     for_update: "",
     text_list: "SELECT value FROM json_each({})",
     bulk_insert: crate::import::no_bulk_insert,
+    savepoint_per_row: false,
 }
 
 impl_one_time_code_store! {

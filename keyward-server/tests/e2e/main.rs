@@ -5,8 +5,8 @@ mod testkit;
 
 mod audit;
 mod discovery_keys;
-mod import;
 mod email_code;
+mod import;
 mod interactive;
 mod management_rules;
 mod migration;
