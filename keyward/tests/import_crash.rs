@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_core::import::ImportJobStatus;
-use keyward_core::store::{PageRequest, Store};
+use keyward_core::store::PageRequest;
 use time::OffsetDateTime;
 
 const ROWS: u64 = 200_000;
