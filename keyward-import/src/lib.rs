@@ -14,7 +14,6 @@
 
 mod auth0;
 mod csv_source;
-mod diff;
 mod digest;
 mod firebase;
 mod keyward;
@@ -30,7 +29,6 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use csv_source::{parse_csv_mapping, BareDigest, CsvMapping, CsvTarget};
-pub use diff::{diff, FieldChange};
 pub use digest::digest_algorithm;
 pub use firebase::parse_firebase_hash_config;
 pub use keyward_digest::FirebaseScryptParams;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use keyward_digest::StoredDigest;
 use keyward_import::{
-    diff, parse_csv_mapping, parse_firebase_hash_config, read_records, ImportRecord, RowError,
+    parse_csv_mapping, parse_firebase_hash_config, read_records, ImportRecord, RowError,
     SourceError, SourceFormat,
 };
 use serde_json::json;
@@ -790,91 +790,4 @@ fn io_errors_are_fatal() {
         "{:?}",
         run.outcome
     );
-}
-
-// ---- diff ------------------------------------------------------------------------------------
-
-fn stored_user() -> keyward_core::model::User {
-    keyward_core::model::User {
-        id: "usr_1".into(),
-        username: Some("ann".into()),
-        primary_email: Some("ann@example.com".into()),
-        primary_phone: Some("+14155550101".into()),
-        name: Some("Ann Example".into()),
-        avatar: None,
-        profile: json!({"given_name": "Ann"}),
-        custom_data: json!({"plan": "pro"}),
-        identities: json!({"google": {"user_id": "1093", "details": {}}}),
-        status: keyward_core::UserStatus::Active,
-        application_id: None,
-        external_id: Some("legacy-1".into()),
-        external_source: None,
-        password_digest: None,
-        password_algorithm: None,
-        last_sign_in_at: None,
-        created_at: datetime!(2021-01-01 00:00:00 UTC),
-        updated_at: datetime!(2021-01-01 00:00:00 UTC),
-    }
-}
-
-fn incoming(line: &str) -> ImportRecord {
-    let run = run_str(line);
-    run.rows.into_iter().next().unwrap().unwrap()
-}
-
-#[test]
-fn diff_unchanged_is_empty() {
-    let rec = incoming(
-        r#"{"id":"usr_1","external_id":"legacy-1","username":"ann","primary_email":"ann@example.com",
-            "primary_phone":"+1 415 555 0101","name":"Ann Example","profile":{"given_name":"Ann"},
-            "custom_data":{"plan":"pro"},"identities":{"google":{"user_id":"1093"}},
-            "created_at":"2000-01-01T00:00:00Z"}"#
-            .replace('\n', " ")
-            .as_str(),
-    );
-    assert_eq!(diff(&stored_user(), &rec), vec![]);
-    // Fields the source leaves out are not compared.
-    assert_eq!(
-        diff(&stored_user(), &incoming(r#"{"username":"ann"}"#)),
-        vec![]
-    );
-}
-
-#[test]
-fn diff_reports_exactly_the_changed_fields() {
-    let rec = incoming(
-        r#"{"username":"ann","primary_email":"ann@new.example.com","name":"Ann Other",
-            "custom_data":{"plan":"free"},"suspended":true,"profile":{"given_name":"Ann"}}"#
-            .replace('\n', " ")
-            .as_str(),
-    );
-    let changes = diff(&stored_user(), &rec);
-    let fields: Vec<_> = changes.iter().map(|c| c.field).collect();
-    assert_eq!(
-        fields,
-        ["primary_email", "name", "custom_data", "suspended"]
-    );
-    assert_eq!(changes[0].from, json!("ann@example.com"));
-    assert_eq!(changes[0].to, json!("ann@new.example.com"));
-    assert_eq!(changes[2].from, json!({"plan": "pro"}));
-    assert_eq!(changes[2].to, json!({"plan": "free"}));
-    assert_eq!(changes[3].from, json!(false));
-    assert_eq!(changes[3].to, json!(true));
-}
-
-#[test]
-fn diff_never_shows_digests() {
-    let digest = "$2b$04$2nPC3w0K6z9nu5Fdr8HIO.1yf6dbeb1OGxGdBesjdI1bTVnAfj.Ja";
-    let rec = incoming(&format!(
-        r#"{{"username":"ann","password_digest":"{digest}"}}"#
-    ));
-    let changes = diff(&stored_user(), &rec);
-    assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].field, "password_digest");
-    assert_eq!(changes[0].from, json!(null));
-    assert_eq!(changes[0].to, json!("bcrypt"));
-    let mut same = stored_user();
-    same.password_digest = Some(digest.into());
-    same.password_algorithm = Some("bcrypt".into());
-    assert_eq!(diff(&same, &rec), vec![]);
 }
