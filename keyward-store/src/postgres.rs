@@ -66,8 +66,10 @@ impl_import_store! {
     store: PostgresStore,
     db: sqlx::Postgres,
     for_update: " FOR UPDATE",
-    text_list: "SELECT jsonb_array_elements_text({}::jsonb) AS value",
-    bulk_insert: crate::import::postgres_bulk_insert,
+    lookup: "SELECT u.* FROM jsonb_array_elements_text({list}::jsonb) AS value \
+             CROSS JOIN LATERAL (SELECT {cols} FROM users WHERE {extra} {key} = {value} {lock}) AS u",
+    insert_chunk: crate::import::postgres_copy_chunk,
+    chunk_rows: 5000,
     savepoint_per_row: true,
 }
 

@@ -85,8 +85,9 @@ impl_import_store! {
     store: SqliteStore,
     db: sqlx::Sqlite,
     for_update: "",
-    text_list: "SELECT value FROM json_each({})",
-    bulk_insert: crate::import::no_bulk_insert,
+    lookup: "SELECT {cols} FROM users WHERE {extra} {key} IN (SELECT {value} FROM json_each({list})) {lock}",
+    insert_chunk: Self::insert_chunk,
+    chunk_rows: 500,
     savepoint_per_row: false,
 }
 

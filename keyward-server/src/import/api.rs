@@ -132,7 +132,7 @@ async fn job_with_errors(state: &AppState, job: ImportJob) -> Result<proto::Impo
 }
 
 /// Imports users from the request body, streamed: the body is parsed as it arrives and
-/// written in batches of 1,000 rows, each batch one transaction. Answers when the input
+/// written in batches of 5,000 rows, each batch one transaction. Answers when the input
 /// is read to its end, with the job's outcome; `GET /api/import-jobs/{id}` shows a job
 /// while it runs (from another client) and afterwards.
 #[utoipa::path(operation_id = "users_import", post, path = "/api/users/import", tag = "users",
