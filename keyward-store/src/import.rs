@@ -408,32 +408,79 @@ macro_rules! impl_import_store {
                     conn: &mut Conn,
                     candidate: &ImportCandidate,
                 ) -> StoreResult<Result<(), &'static str>> {
-                    if $savepoint_per_row {
+                    let code = if $savepoint_per_row {
                         let mut savepoint = conn.begin().await.map_err(internal)?;
-                        let result = Self::insert_user_rows(&mut *savepoint, candidate).await?;
-                        if result.is_ok() {
-                            savepoint.commit().await.map_err(internal)?;
-                        } else {
-                            savepoint.rollback().await.map_err(internal)?;
+                        match Self::insert_user_rows(&mut *savepoint, candidate).await? {
+                            Ok(()) => {
+                                savepoint.commit().await.map_err(internal)?;
+                                return Ok(Ok(()));
+                            }
+                            Err((code, _)) => {
+                                savepoint.rollback().await.map_err(internal)?;
+                                code
+                            }
                         }
-                        Ok(result)
                     } else {
-                        let result = Self::insert_user_rows(&mut *conn, candidate).await?;
-                        if result.is_err() {
-                            ::sqlx::query(sql::DELETE_USER)
-                                .bind(&candidate.user.id)
-                                .execute(&mut *conn)
-                                .await
-                                .map_err(internal)?;
+                        match Self::insert_user_rows(&mut *conn, candidate).await? {
+                            Ok(()) => return Ok(Ok(())),
+                            // The user row went in and an identity did not: take it out
+                            // again. (When the user row itself failed, nothing of this row
+                            // is stored, and the id may well be another user's.)
+                            Err((code, true)) => {
+                                ::sqlx::query(sql::DELETE_USER)
+                                    .bind(&candidate.user.id)
+                                    .execute(&mut *conn)
+                                    .await
+                                    .map_err(internal)?;
+                                code
+                            }
+                            Err((code, false)) => code,
                         }
-                        Ok(result)
-                    }
+                    };
+                    Ok(Err(Self::conflict_reason(conn, &candidate.user).await?.unwrap_or(code)))
+                }
+
+                /// The first rule, in a fixed order, that a row breaks against the stored
+                /// users. The database names whichever index it checked first, which
+                /// differs between SQLite and PostgreSQL; the row error should not.
+                async fn conflict_reason(
+                    conn: &mut Conn,
+                    user: &User,
+                ) -> StoreResult<Option<&'static str>> {
+                    let code: Option<String> = ::sqlx::query_scalar(
+                        "SELECT CASE \
+                         WHEN EXISTS (SELECT 1 FROM users WHERE id = CAST($1 AS TEXT)) THEN 'id_taken' \
+                         WHEN EXISTS (SELECT 1 FROM users WHERE CAST($2 AS TEXT) IS NOT NULL \
+                             AND COALESCE(external_source, '') = COALESCE(CAST($3 AS TEXT), '') \
+                             AND external_id = CAST($2 AS TEXT)) THEN 'external_id_taken' \
+                         WHEN EXISTS (SELECT 1 FROM users WHERE lower(username) = lower(CAST($4 AS TEXT))) THEN 'username_taken' \
+                         WHEN EXISTS (SELECT 1 FROM users WHERE lower(primary_email) = lower(CAST($5 AS TEXT))) THEN 'email_taken' \
+                         WHEN EXISTS (SELECT 1 FROM users WHERE primary_phone = CAST($6 AS TEXT)) THEN 'phone_taken' \
+                         END",
+                    )
+                    .bind(&user.id)
+                    .bind(&user.external_id)
+                    .bind(&user.external_source)
+                    .bind(&user.username)
+                    .bind(&user.primary_email)
+                    .bind(&user.primary_phone)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(internal)?;
+                    Ok(match code.as_deref() {
+                        Some("id_taken") => Some("id_taken"),
+                        Some("external_id_taken") => Some("external_id_taken"),
+                        Some("username_taken") => Some("username_taken"),
+                        Some("email_taken") => Some("email_taken"),
+                        Some("phone_taken") => Some("phone_taken"),
+                        _ => None,
+                    })
                 }
 
                 async fn insert_user_rows(
                     conn: &mut Conn,
                     candidate: &ImportCandidate,
-                ) -> StoreResult<Result<(), &'static str>> {
+                ) -> StoreResult<Result<(), (&'static str, bool)>> {
                     let user = &candidate.user;
                     let inserted = ::sqlx::query(sql::INSERT_IMPORTED_USER)
                         .bind(&user.id)
@@ -460,7 +507,7 @@ macro_rules! impl_import_store {
                     if let Err(e) = inserted {
                         // Nothing of this row is stored: no undo needed.
                         return match conflict_code(&e) {
-                            Some(code) => Ok(Err(code)),
+                            Some(code) => Ok(Err((code, false))),
                             None => Err(internal(e)),
                         };
                     }
@@ -475,7 +522,7 @@ macro_rules! impl_import_store {
                             .await;
                         if let Err(e) = done {
                             return match conflict_code(&e) {
-                                Some(code) => Ok(Err(code)),
+                                Some(code) => Ok(Err((code, true))),
                                 None => Err(internal(e)),
                             };
                         }

@@ -476,3 +476,31 @@ async fn identities_are_indexed_through_create_and_update(store: Arc<dyn Store>)
     store.create_user(&b).await.unwrap();
 }
 conformance!(identities_are_indexed_through_create_and_update => identities_index_sqlite, identities_index_postgres);
+
+async fn conflicts_are_named_alike_and_never_touch_the_other_user(store: Arc<dyn Store>) {
+    let mut local = user(Some("ann"), Some("ann@example.com"));
+    local.primary_phone = Some("+14155550100".into());
+    local.id = "legacy-id-1".into();
+    store.create_user(&local).await.unwrap();
+    store
+        .create_import_job(&job("imp_x", ImportMode::Create, false))
+        .await
+        .unwrap();
+    // Breaks the username, email and phone rules at once: the same code on both stores.
+    let mut clash = imported(1, "1", "ANN@example.com");
+    clash.user.username = Some("Ann".into());
+    clash.user.primary_phone = Some("+14155550100".into());
+    // Takes an existing user's id (a preserved id from the source).
+    let mut same_id = imported(2, "2", "other@example.com");
+    same_id.user.id = "legacy-id-1".into();
+    same_id.preserved_id = false;
+    let outcome = store
+        .apply_import_batch("imp_x", &batch(vec![clash, same_id], vec![]), t(1))
+        .await
+        .unwrap();
+    let codes: Vec<&str> = outcome.errors.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(codes, ["username_taken", "id_taken"]);
+    // The user whose id was taken is untouched.
+    assert_eq!(store.get_user("legacy-id-1").await.unwrap().unwrap(), local);
+}
+conformance!(conflicts_are_named_alike_and_never_touch_the_other_user => import_conflict_names_sqlite, import_conflict_names_postgres);
