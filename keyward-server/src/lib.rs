@@ -242,29 +242,31 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
-    // User import streams bodies of any size through the parser; it keeps the request id
-    // and trace span but not the 1 MiB limit.
-    let import_route = Router::new()
-        .route("/api/users/import", post(import::api::import_users))
+    // User import streams bodies of any size through the parser: the same stack as every
+    // other route, without the 1 MiB body limit.
+    let import_route = with_shared_middleware(
+        Router::new().route("/api/users/import", post(import::api::import_users)),
+        &state,
+    );
+    let everything_else = with_shared_middleware(
+        documented
+            .merge(service_routes)
+            .merge(pages)
+            .fallback(ops::not_found)
+            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES)),
+        &state,
+    );
+    token_route
+        .merge(import_route)
+        .merge(everything_else)
+        .with_state(state)
+}
+
+/// The middleware every route but the token endpoint runs under: metrics, security and
+/// cache headers, the panic catcher, a trace span carrying the request id.
+fn with_shared_middleware(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
-        }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
-    let everything_else = documented
-        .merge(service_routes)
-        .merge(pages)
-        .fallback(ops::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(CatchPanicLayer::custom(ops::panic_response))
@@ -277,11 +279,7 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId));
-    token_route
-        .merge(import_route)
-        .merge(everything_else)
-        .with_state(state)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeUlidRequestId))
 }
 
 /// Request ids are ULIDs: unique, time-ordered, and made from the thread-local RNG (a UUID
