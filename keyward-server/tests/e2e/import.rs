@@ -425,6 +425,17 @@ async fn import_refusals(backend: Backend) {
         .call("GET", "/api/import-jobs/bogus", &admin, None)
         .await;
     assert_eq!(status, 404);
+    // Other routes keep the 1 MiB limit: only the import route lifts it.
+    let big = json!({ "username": "big", "custom_data": { "pad": "x".repeat(2 * 1024 * 1024) } });
+    let response = server
+        .http
+        .post(server.url("/api/users"))
+        .bearer_auth(&admin)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
     // A big body is not cut at the 1 MiB limit of other routes.
     let rows: Vec<Value> = (0..20_000)
         .map(|i| json!({ "external_id": i.to_string(), "username": format!("bulk{i}"), "custom_data": { "pad": "x".repeat(40) } }))
