@@ -11,7 +11,14 @@
 #      Chromium (claim page, sign-up, new workspace, consent, the partner's success page),
 #      the audit log's project.transfer, the spent claim link, the data still readable;
 #   3. keyward-server/tests/interop/authlib_flow.py: the same flow as 1 through Authlib's
-#      OAuth2Session, the hosted pages driven with plain requests.
+#      OAuth2Session, the hosted pages driven with plain requests;
+#   4. keyward-server/tests/interop/providers_selftest.py: the third-party OAuth 2.0 servers
+#      of the external-application test (providers.py) driven by Authlib's client;
+#   5. keyward-server/tests/browser/external.test.mjs: external applications (Keyward as an
+#      OAuth client) in headless Chromium against providers.py's standard and quirky
+#      servers: connect, token, proxy, refresh, one refresh for 50 concurrent requests (and,
+#      on PostgreSQL, across two `keyward serve` processes), invalid_grant and reconnect,
+#      disable/enable/reset/delete, private-mode templates, the refusals.
 #
 # Installs what is missing: Chromium (apt), the npm packages (npm ci), a Python venv under
 # target/interop-venv with the pinned requirements. Builds the debug binary first
@@ -26,6 +33,7 @@
 #                                 the system cluster if it is not). The claim test needs it
 #                                 on every store: it hosts the provisioned databases.
 #   CLAIM_TEST=0                  skip the create-db / claim test
+#   EXTERNAL_TEST=0               skip the providers self-test and the external-application test
 #   KEYWARD_BIN                   another server binary
 #
 # Exit status: 0 when all suites pass; otherwise 1, with the failing suite's output and
@@ -37,6 +45,7 @@ ROOT=$(pwd)
 
 STORES=${STORES:-sqlite,postgres}
 CLAIM_TEST=${CLAIM_TEST:-1}
+EXTERNAL_TEST=${EXTERNAL_TEST:-1}
 export KEYWARD_TEST_POSTGRES_URL=${KEYWARD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export KEYWARD_BIN=${KEYWARD_BIN:-$ROOT/target/debug/keyward}
 BROWSER_DIR=$ROOT/keyward-server/tests/browser
@@ -98,7 +107,7 @@ fi
 REQ_SUM=$(sha256sum "$INTEROP_DIR/requirements.txt" | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ] || [ ! -f "$VENV/.keyward-req-sum" ] ||
   [ "$(cat "$VENV/.keyward-req-sum")" != "$REQ_SUM" ]; then
-  log "Python venv for the Authlib test ($VENV)"
+  log "Python venv for the Authlib test and providers.py ($VENV)"
   need python3 || apt_install python3
   if ! python3 -m venv "$VENV" 2>/dev/null; then
     apt_install python3-venv
@@ -137,6 +146,18 @@ if ! "$VENV/bin/python" "$INTEROP_DIR/authlib_flow.py" --stores "$STORES"; then
   FAILED+=("authlib")
 fi
 
+if [ "$EXTERNAL_TEST" = 1 ]; then
+  log "providers.py self-test (the third-party OAuth 2.0 servers of the external-application test)"
+  if ! "$VENV/bin/python" "$INTEROP_DIR/providers_selftest.py"; then
+    FAILED+=("providers")
+  fi
+
+  log "external-application test (headless Chromium, providers.py standard and quirky) on: $STORES"
+  if ! (cd "$BROWSER_DIR" && KEYWARD_BROWSER_STORES=$STORES KEYWARD_INTEROP_PYTHON="$VENV/bin/python" node --test --test-concurrency=1 --test-reporter=spec external.test.mjs); then
+    FAILED+=("external")
+  fi
+fi
+
 if [ "${#FAILED[@]}" -gt 0 ]; then
   printf '\n!!! interactive tests FAILED: %s\n' "${FAILED[*]}" >&2
   for d in "$ROOT"/target/browser-tests/*/ "$ROOT"/target/interop-tests/*/; do
@@ -147,7 +168,12 @@ if [ "${#FAILED[@]}" -gt 0 ]; then
       printf '\n--- partner log kept: %spartner.log (last 40 lines) ---\n' "$d" >&2
       tail -n 40 "$d/partner.log" >&2
     fi
+    for f in "$d"/provider-*.log; do
+      [ -f "$f" ] || continue
+      printf '\n--- provider log kept: %s (last 40 lines) ---\n' "$f" >&2
+      tail -n 40 "$f" >&2
+    done
   done
   exit 1
 fi
-log "interactive tests passed (browser, claim and Authlib, on $STORES)"
+log "interactive tests passed (browser, claim, Authlib, providers and external, on $STORES)"

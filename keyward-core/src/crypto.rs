@@ -38,6 +38,13 @@ struct DataKey {
 }
 
 impl DataKey {
+    fn from_bytes(key: &[u8; 32]) -> Result<Self, CryptoError> {
+        let digest = Sha256::digest(key);
+        let id = [digest[0], digest[1], digest[2], digest[3]];
+        let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::Malformed)?;
+        Ok(Self { id, cipher })
+    }
+
     fn derive(master_secret: &str) -> Result<Self, CryptoError> {
         if master_secret.len() < 32 {
             return Err(CryptoError::WeakMasterSecret);
@@ -80,6 +87,29 @@ impl MasterKey {
     pub fn with_previous(mut self, master_secret: &str) -> Result<Self, CryptoError> {
         self.previous.push(DataKey::derive(master_secret)?);
         Ok(self)
+    }
+
+    /// A key set from raw 256-bit keys (the token vault's data keys): `current` seals,
+    /// all open.
+    pub fn from_key_bytes(current: &[u8; 32], previous: &[[u8; 32]]) -> Result<Self, CryptoError> {
+        Ok(Self {
+            current: DataKey::from_bytes(current)?,
+            previous: previous
+                .iter()
+                .map(DataKey::from_bytes)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Hex id of a raw key, as `from_key_bytes` would name it.
+    pub fn key_id_of(key: &[u8; 32]) -> String {
+        let digest = Sha256::digest(key);
+        hex::encode(&digest[..4])
+    }
+
+    /// Hex id of the key that sealed `sealed`, if it has the sealed form.
+    pub fn sealed_key_id(sealed: &[u8]) -> Option<String> {
+        (sealed.len() >= HEADER_LEN && sealed[0] == FORMAT_VERSION).then(|| hex::encode(&sealed[1..5]))
     }
 
     /// Hex id of the key that seals new data.
@@ -135,6 +165,18 @@ impl MasterKey {
     }
 }
 
+/// Associated data of a sealed data key.
+pub fn data_key_aad(key_id: &str) -> Vec<u8> {
+    format!("keyward/data-key/v1|{key_id}").into_bytes()
+}
+
+/// A fresh random 256-bit key.
+pub fn generate_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -180,6 +222,26 @@ mod tests {
         assert_eq!(rotated.open(&sealed, b"aad").unwrap(), b"hello");
         assert!(!rotated.is_current(&sealed));
         assert!(rotated.is_current(&rotated.seal(b"x", b"aad").unwrap()));
+    }
+
+    #[test]
+    fn raw_key_sets_rotate() {
+        let (a, b) = (generate_key(), generate_key());
+        let old = MasterKey::from_key_bytes(&a, &[]).unwrap();
+        let sealed = old.seal(b"token", b"con_1").unwrap();
+        assert_eq!(
+            MasterKey::sealed_key_id(&sealed).unwrap(),
+            MasterKey::key_id_of(&a)
+        );
+        let rotated = MasterKey::from_key_bytes(&b, &[a]).unwrap();
+        assert_eq!(rotated.current_key_id(), MasterKey::key_id_of(&b));
+        assert_eq!(rotated.open(&sealed, b"con_1").unwrap(), b"token");
+        assert!(!rotated.is_current(&sealed));
+        let new_only = MasterKey::from_key_bytes(&b, &[]).unwrap();
+        assert!(matches!(
+            new_only.open(&sealed, b"con_1"),
+            Err(CryptoError::UnknownKey(_))
+        ));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub enum IdKind {
     Connection,
     ImportJob,
     OneTimeCode,
+    ExternalApplication,
 }
 
 impl IdKind {
@@ -43,6 +44,7 @@ impl IdKind {
             Self::Connection => "con_",
             Self::ImportJob => "imp_",
             Self::OneTimeCode => "otc_",
+            Self::ExternalApplication => "xap_",
         }
     }
 }
@@ -67,7 +69,7 @@ pub fn is_valid_id(kind: IdKind, value: &str) -> bool {
     generated || (kind == IdKind::User && is_preserved_user_id(value))
 }
 
-const ALL_KINDS: [IdKind; 15] = [
+const ALL_KINDS: [IdKind; 16] = [
     IdKind::Account,
     IdKind::User,
     IdKind::Membership,
@@ -83,6 +85,7 @@ const ALL_KINDS: [IdKind; 15] = [
     IdKind::Connection,
     IdKind::ImportJob,
     IdKind::OneTimeCode,
+    IdKind::ExternalApplication,
 ];
 
 /// A user id kept from the system users were migrated from (applications store it as the

@@ -7,6 +7,7 @@
 pub mod authz;
 pub mod crypto;
 pub mod error;
+pub mod external;
 pub mod id;
 pub mod import;
 pub mod keys;

@@ -430,3 +430,17 @@ pub struct Consent {
     pub scopes: Vec<String>,
     pub updated_at: OffsetDateTime,
 }
+
+/// A data-encryption key of the token vault (external applications' client secrets and
+/// users' connection tokens), itself sealed under the master key with associated data
+/// [`crate::crypto::data_key_aad`]. The newest key that is not retired seals; every key
+/// still opens, so rotation never strands a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataKey {
+    /// Hex key id, as in the header of everything it sealed.
+    pub id: String,
+    pub sealed_key: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// Set when a newer key took over sealing.
+    pub retired_at: Option<OffsetDateTime>,
+}

@@ -17,7 +17,40 @@ pub const MANAGEMENT_SCOPES: &[(&str, &str)] = &[
     ("resources:read", "Read API resources"),
     ("resources:write", "Create, change and delete API resources"),
     ("audit:read", "Read the audit log"),
+    (
+        "external_applications:read",
+        "Read external applications and who is connected to them",
+    ),
+    (
+        "external_applications:write",
+        "Create, change, disable, reset and delete external applications",
+    ),
+    ("connections:read", "List the user's own external connections"),
+    ("connections:write", "Delete the user's own external connections"),
+    (
+        "connections:use",
+        "Get external access tokens and call external APIs through the proxy",
+    ),
 ];
+
+/// The management scopes a user may delegate to an application through the authorization
+/// flow (a user's access token for the management API). Their handlers act within the
+/// user's own rights: the user's own connections, and the external applications of
+/// accounts the user is a member of (managing them needs owner or admin, or the
+/// `manage_external_applications` permission). Every other management scope acts on the
+/// whole server and never reaches a user's token.
+pub const USER_DELEGABLE_MANAGEMENT_SCOPES: &[&str] = &[
+    "connections:read",
+    "connections:write",
+    "connections:use",
+    "external_applications:read",
+    "external_applications:write",
+];
+
+/// Whether `scope` is a management scope a user's token may carry.
+pub fn is_user_delegable(scope: &str) -> bool {
+    USER_DELEGABLE_MANAGEMENT_SCOPES.contains(&scope)
+}
 
 /// Splits a space-delimited scope string, dropping empties and duplicates, keeping order.
 pub fn parse_scopes(scope: &str) -> Vec<String> {
@@ -56,6 +89,19 @@ pub fn grant_scopes(requested: Option<&str>, allowed: &[String]) -> Result<Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_delegable_scopes_are_management_scopes() {
+        for scope in USER_DELEGABLE_MANAGEMENT_SCOPES {
+            assert!(
+                MANAGEMENT_SCOPES.iter().any(|(name, _)| name == scope),
+                "{scope}"
+            );
+        }
+        assert!(is_user_delegable("connections:use"));
+        assert!(!is_user_delegable("users:write"));
+        assert!(!is_user_delegable("applications:write"));
+    }
 
     #[test]
     fn subset_rules() {

@@ -505,6 +505,8 @@ pub trait Store:
     + OneTimeCodeStore
     + ProjectStore
     + ImportStore
+    + ExternalAppStore
+    + DataKeyStore
     + Send
     + Sync
 {
@@ -568,4 +570,204 @@ pub trait ImportStore: Send + Sync {
         &self,
         candidates: &[crate::import::ImportCandidate],
     ) -> StoreResult<Vec<Option<(User, Option<String>)>>>;
+}
+
+/// External applications, their users' connections, authorizations in progress and the
+/// per-member permission to manage them (`crate::external`).
+///
+/// The refresh lease is the cross-node lock of "one refresh in flight per connection":
+/// [`ExternalAppStore::lease_connection_refresh`] is one conditional write on the
+/// connection's row, so of any number of requests on any number of nodes exactly one gets
+/// it; the others wait for the row to change. A crashed holder's lease runs out.
+#[async_trait]
+pub trait ExternalAppStore: Send + Sync {
+    /// Errors: `NotFound("account")`, `Conflict("external_application_name_taken")` (names
+    /// are unique per account, case-insensitively).
+    async fn create_external_application(
+        &self,
+        application: &crate::external::ExternalApplication,
+    ) -> StoreResult<()>;
+    async fn get_external_application(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<crate::external::ExternalApplication>>;
+    /// An account's applications, by id.
+    async fn list_external_applications(
+        &self,
+        account_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<crate::external::ExternalApplication>>;
+    /// Replaces every configurable field (not `account_id`, `enabled`, `created_at`).
+    /// Errors: `NotFound("external_application")`,
+    /// `Conflict("external_application_name_taken")`.
+    async fn update_external_application(
+        &self,
+        application: &crate::external::ExternalApplication,
+    ) -> StoreResult<()>;
+    /// Errors: `NotFound("external_application")`.
+    async fn set_external_application_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Deletes every connection of the application (and its authorizations in progress),
+    /// keeping the configuration; returns the deleted connections (for revocation at the
+    /// server). Errors: `NotFound("external_application")`.
+    async fn reset_external_application(
+        &self,
+        id: &str,
+    ) -> StoreResult<Vec<crate::external::ExternalConnection>>;
+    /// Deletes the application with its connections and authorizations in one
+    /// transaction; returns the deleted connections. Errors:
+    /// `NotFound("external_application")`.
+    async fn delete_external_application(
+        &self,
+        id: &str,
+    ) -> StoreResult<Vec<crate::external::ExternalConnection>>;
+
+    /// Stores the connection of (application, user), replacing an earlier one of the pair
+    /// whole (id included, since the sealed tokens are bound to the id) and clearing any
+    /// refresh lease. Errors: `NotFound("external_application")`, `NotFound("user")`.
+    async fn save_external_connection(
+        &self,
+        connection: &crate::external::ExternalConnection,
+    ) -> StoreResult<()>;
+    async fn get_external_connection(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<crate::external::ExternalConnection>>;
+    async fn find_external_connection(
+        &self,
+        application_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<crate::external::ExternalConnection>>;
+    /// A user's connections (every application), by id.
+    async fn list_user_external_connections(
+        &self,
+        user_id: &str,
+    ) -> StoreResult<Vec<crate::external::ExternalConnection>>;
+    /// An application's connections, by id.
+    async fn list_application_external_connections(
+        &self,
+        application_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<crate::external::ExternalConnection>>;
+    /// Returns the deleted connection, if it existed.
+    async fn delete_external_connection(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<crate::external::ExternalConnection>>;
+
+    /// Takes the connection's refresh lease for `holder` until `lease_until` when nobody
+    /// holds a live one (none, or expired at `now`). True for exactly one of several
+    /// concurrent callers; false also when the connection does not exist.
+    async fn lease_connection_refresh(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// The holder's refresh succeeded: new sealed tokens, key id, scope and expiry,
+    /// `state` active, `last_refreshed_at = now`, and the lease released — only while
+    /// `holder` still holds the lease (false otherwise, nothing written).
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_connection_refresh(
+        &self,
+        id: &str,
+        holder: &str,
+        tokens_sealed: &[u8],
+        key_id: &str,
+        scope: Option<&str>,
+        expires_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// The holder's refresh failed: releases the lease and, with `needs_reauthorization`,
+    /// sets that state. Only while `holder` holds the lease.
+    async fn release_connection_refresh(
+        &self,
+        id: &str,
+        holder: &str,
+        needs_reauthorization: bool,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+
+    /// Connections whose tokens are sealed under a key other than `current_key_id`, at
+    /// most `limit`, by id (for re-sealing after a master-key rotation).
+    async fn external_connections_sealed_with_other_keys(
+        &self,
+        current_key_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::external::ExternalConnection>>;
+    /// Replaces the sealed tokens only if they are still `expected` (a refresh in between
+    /// wins; the caller re-reads). True when replaced.
+    async fn reseal_external_connection(
+        &self,
+        id: &str,
+        expected: &[u8],
+        tokens_sealed: &[u8],
+        key_id: &str,
+    ) -> StoreResult<bool>;
+    async fn external_applications_sealed_with_other_keys(
+        &self,
+        current_key_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::external::ExternalApplication>>;
+    /// Replaces the sealed client secret only if it is still `expected`.
+    async fn reseal_external_client_secret(
+        &self,
+        id: &str,
+        expected: &[u8],
+        client_secret_sealed: &[u8],
+        key_id: &str,
+    ) -> StoreResult<bool>;
+
+    /// Errors: `NotFound("external_application")`, `NotFound("user")`.
+    async fn create_external_authorization(
+        &self,
+        authorization: &crate::external::ExternalAuthorization,
+    ) -> StoreResult<()>;
+    /// Spends the authorization with this state digest: deletes and returns it, unless it
+    /// expired at `now` (then only deletes). Single use: of two concurrent callers one
+    /// gets it.
+    async fn take_external_authorization(
+        &self,
+        state_digest: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<crate::external::ExternalAuthorization>>;
+
+    /// Grants a per-member permission (idempotent). Errors: `NotFound("membership")` when
+    /// the user is not a member of the account.
+    async fn grant_account_permission(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        permission: &str,
+    ) -> StoreResult<()>;
+    /// True when it was granted.
+    async fn revoke_account_permission(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        permission: &str,
+    ) -> StoreResult<bool>;
+    /// The member's permissions, sorted; empty for a non-member (removing a membership
+    /// removes its permissions).
+    async fn list_account_permissions(
+        &self,
+        account_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Vec<String>>;
+}
+
+/// The token vault's data-encryption keys (`crate::model::DataKey`).
+#[async_trait]
+pub trait DataKeyStore: Send + Sync {
+    /// Errors: `Conflict("data_key_exists")` for a taken id.
+    async fn insert_data_key(&self, key: &crate::model::DataKey) -> StoreResult<()>;
+    /// Every key, oldest first.
+    async fn list_data_keys(&self) -> StoreResult<Vec<crate::model::DataKey>>;
+    /// Retires every key but `keep` that is not retired yet; returns how many.
+    async fn retire_data_keys_except(&self, keep: &str, now: OffsetDateTime) -> StoreResult<u64>;
 }

@@ -7,12 +7,14 @@
 //! JSON field names are snake_case, except in the provisioning API (`provisioning`), which
 //! follows the camelCase shape of the API partner integrations are written against.
 
+pub mod external;
 pub mod import;
 pub mod management;
 pub mod oauth;
 pub mod problem;
 pub mod provisioning;
 
+pub use external::*;
 pub use import::*;
 pub use management::*;
 pub use oauth::*;

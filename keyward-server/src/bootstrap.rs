@@ -105,6 +105,9 @@ pub async fn bootstrap(state: &AppState) -> Result<BootstrapReport, StartError> 
         tracing::info!(kid = %first_key.id, algorithm = algorithm.as_str(), "created the first signing key");
     }
     state.reload_keys().await?;
+    crate::vault::ensure(state)
+        .await
+        .map_err(|e| StartError::Config(format!("token vault: {e:?}")))?;
     ensure_management_resource(state, now).await?;
     ensure_provisioning_resource(state, now).await?;
     let report = ensure_admin_application(state, now).await?;

@@ -48,6 +48,18 @@ pub enum ApiError {
         code: &'static str,
         detail: String,
     },
+    /// 409 with a stable code and the URL where the user connects an external application
+    /// again (`authorize_url`, an extension member of the problem).
+    Reconnect {
+        code: &'static str,
+        detail: String,
+        authorize_url: String,
+    },
+    /// 502 with a stable code: an upstream server failed or answered nonsense.
+    BadGateway {
+        code: &'static str,
+        detail: String,
+    },
     /// 500: logged, never detailed to the client.
     Internal(String),
     /// Internal error that already carries the request id to report.
@@ -69,6 +81,8 @@ impl ApiError {
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Gone { .. } => StatusCode::GONE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Reconnect { .. } => StatusCode::CONFLICT,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::WithRequestId(inner, _) => inner.status(),
         }
@@ -85,7 +99,10 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Forbidden { code, .. } => code,
             Self::TooManyRequests => "too_many_attempts",
-            Self::Gone { code, .. } | Self::Unavailable { code, .. } => code,
+            Self::Gone { code, .. }
+            | Self::Unavailable { code, .. }
+            | Self::Reconnect { code, .. }
+            | Self::BadGateway { code, .. } => code,
             Self::Internal(_) => "internal_error",
             Self::WithRequestId(inner, _) => inner.code(),
         }
@@ -125,7 +142,9 @@ impl ApiError {
             | Self::BadRequest { detail, .. }
             | Self::Forbidden { detail, .. }
             | Self::Gone { detail, .. }
-            | Self::Unavailable { detail, .. } => Some(detail.clone()),
+            | Self::Unavailable { detail, .. }
+            | Self::Reconnect { detail, .. }
+            | Self::BadGateway { detail, .. } => Some(detail.clone()),
             Self::TooManyRequests => Some("too many failed attempts; try again later".into()),
             Self::Validation(e) => Some(e.to_string()),
             Self::UnsupportedMediaType => Some("send the body as application/json".into()),
@@ -146,6 +165,7 @@ impl ApiError {
             StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
             StatusCode::GONE => "Gone",
             StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
+            StatusCode::BAD_GATEWAY => "Bad Gateway",
             _ => "Internal Server Error",
         }
     }
@@ -218,7 +238,17 @@ impl IntoResponse for ApiError {
             code: inner.code().into(),
             request_id,
         };
-        let mut response = (status, axum::Json(problem)).into_response();
+        let mut response = match &inner {
+            // RFC 9457 §3.2: extension members sit beside the standard ones.
+            Self::Reconnect { authorize_url, .. } => {
+                let mut body = serde_json::to_value(&problem).unwrap_or_default();
+                if let Some(object) = body.as_object_mut() {
+                    object.insert("authorize_url".into(), authorize_url.clone().into());
+                }
+                (status, axum::Json(body)).into_response()
+            }
+            _ => (status, axum::Json(problem)).into_response(),
+        };
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -121,7 +121,12 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let claims = verified_bearer(parts, state, &state.management_audience)?;
-        let scopes = keyward_core::scope::parse_scopes(&claims.scope);
+        let mut scopes = keyward_core::scope::parse_scopes(&claims.scope);
+        if claims.uid.is_some() {
+            // A user's token acts within the user's own rights: whatever else it names,
+            // it never holds a server-wide management scope.
+            scopes.retain(|s| keyward_core::scope::is_user_delegable(s));
+        }
         Ok(Self { claims, scopes })
     }
 }

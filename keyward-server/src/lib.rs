@@ -6,7 +6,9 @@ pub mod api;
 pub mod audit;
 pub mod auth_json;
 pub mod bootstrap;
+pub mod egress;
 pub mod error;
+pub mod external;
 pub mod extract;
 pub mod hashing;
 pub mod import;
@@ -17,6 +19,7 @@ pub mod ops;
 pub mod provisioning;
 pub mod settings;
 pub mod state;
+pub mod vault;
 pub mod web;
 
 use std::sync::Arc;
@@ -51,13 +54,14 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
     info(title = "Keyward", description = "OAuth 2.0 authorization server and management API"),
     modifiers(&BearerAuth),
     // Documented here, served by its own lean router (see `router`).
-    paths(oauth::token::token, import::api::import_users),
+    paths(oauth::token::token, import::api::import_users, external::api::proxy),
     tags(
         (name = "oauth", description = "OAuth 2.0 endpoints"),
         (name = "applications", description = "OAuth clients"),
         (name = "users"), (name = "accounts"), (name = "members"),
         (name = "resources", description = "APIs (audiences) and their scopes"),
         (name = "audit", description = "Audit log"),
+        (name = "external applications", description = "Outbound OAuth clients, users' connections, their tokens and the proxy"),
         (name = "provisioning", description = "Partner database provisioning and claims (camelCase bodies)"),
     )
 )]
@@ -134,6 +138,22 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(import::api::list_jobs))
         .routes(routes!(import::api::get_job))
         .routes(routes!(import::api::list_errors))
+        .routes(routes!(external::api::create, external::api::list))
+        .routes(routes!(
+            external::api::get,
+            external::api::update,
+            external::api::delete
+        ))
+        .routes(routes!(external::api::lifecycle))
+        .routes(routes!(external::api::connections))
+        .routes(routes!(external::api::permissions))
+        .routes(routes!(
+            external::api::grant_permission,
+            external::api::revoke_permission
+        ))
+        .routes(routes!(external::api::my_connections))
+        .routes(routes!(external::api::delete_my_connection))
+        .routes(routes!(external::api::token))
         .split_for_parts()
 }
 
@@ -147,6 +167,11 @@ pub fn router(state: AppState) -> Router {
     let (documented, openapi) = documented_routes();
     let openapi_json: Arc<str> = openapi.to_json().unwrap_or_default().into();
     let service_routes = Router::new()
+        // Any method, so it is routed here and documented in `ApiDoc`.
+        .route(
+            "/api/external-applications/{id}/proxy",
+            axum::routing::any(external::api::proxy),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::metrics_endpoint))
@@ -232,6 +257,14 @@ pub fn router(state: AppState) -> Router {
             get(web::pages::sign_out_page).post(web::pages::sign_out_submit),
         )
         .route("/signed-out", get(web::pages::signed_out))
+        .route(
+            "/external-applications/{id}/authorize",
+            get(external::pages::prompt).post(external::pages::start),
+        )
+        .route(
+            "/external-applications/{id}/callback",
+            get(external::pages::callback),
+        )
         .layer(axum::middleware::from_fn(web::security_headers));
     // The token endpoint is the hot path (one signature per request, thousands per
     // second): it gets only request ids and the body limit, and records its own metrics
@@ -307,6 +340,9 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
             ticker.tick().await;
             if let Err(e) = state.reload_keys().await {
                 tracing::warn!(error = %e, "could not reload signing keys");
+            }
+            if let Err(e) = vault::reload(&state).await {
+                tracing::warn!(error = ?e, "could not reload the token vault's keys");
             }
             let now = OffsetDateTime::now_utc();
             let week_ago = now - time::Duration::days(7);

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub tokens_issued: Family<GrantLabels, Counter>,
     pub token_errors: Family<ErrorLabels, Counter>,
+    /// Refreshes of external connections' tokens done at the external server.
+    pub external_refreshes: Counter,
     /// Handles into `latency` and `requests` for `POST /oauth2/token`, made once: the token
     /// route is served outside the metrics middleware (see `crate::router`) and records
     /// itself without building label strings per request.
@@ -82,6 +84,12 @@ impl Default for Metrics {
             "Token endpoint errors by OAuth error code",
             token_errors.clone(),
         );
+        let external_refreshes = Counter::default();
+        registry.register(
+            "external_token_refreshes",
+            "Refreshes of external connections' tokens at the external server",
+            external_refreshes.clone(),
+        );
         let token_latency = latency
             .get_or_create(&RouteLabels {
                 route: TOKEN_ROUTE.to_owned(),
@@ -100,6 +108,7 @@ impl Default for Metrics {
             latency,
             tokens_issued,
             token_errors,
+            external_refreshes,
             token_latency,
             token_ok,
         }

@@ -83,6 +83,9 @@ pub struct Settings {
     pub mail_from: Option<String>,
     /// A send that takes longer is abandoned (connect, TLS and the whole SMTP dialogue).
     pub smtp_timeout_secs: u64,
+    /// A request to an external application's server (token endpoint, revocation, proxied
+    /// call) that takes longer is abandoned. Keep it under the 30 s refresh lease.
+    pub external_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -125,6 +128,7 @@ impl Default for Settings {
             smtp_url: None,
             mail_from: None,
             smtp_timeout_secs: 10,
+            external_timeout_secs: 10,
         }
     }
 }

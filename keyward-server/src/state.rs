@@ -17,6 +17,10 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
+/// The largest response Keyward reads from an external server (token responses and
+/// proxied API responses).
+const EXTERNAL_RESPONSE_LIMIT: usize = 10 * 1024 * 1024;
+
 /// Shared state of one node. Cloned for every request by axum's extractors and
 /// middleware, so it is one `Arc` (a single reference-count update per clone) around the
 /// fields.
@@ -53,6 +57,10 @@ pub struct StateInner {
     pub regions: Arc<crate::provisioning::Regions>,
     /// Outgoing mail (sign-in codes).
     pub mailer: Arc<crate::mail::Mailer>,
+    /// Every outbound HTTP request of external applications (egress policy enforced).
+    pub egress: crate::egress::Egress,
+    /// The token vault's keys (`crate::vault`), loaded at bootstrap.
+    vault: RwLock<Option<Arc<MasterKey>>>,
 }
 
 impl AppState {
@@ -73,7 +81,14 @@ impl AppState {
         let regions = Arc::new(crate::provisioning::Regions::from_settings(
             &settings.regions,
         ));
+        let egress = crate::egress::Egress::new(
+            Duration::from_secs(settings.external_timeout_secs),
+            EXTERNAL_RESPONSE_LIMIT,
+            5,
+        );
         Self(Arc::new(StateInner {
+            vault: RwLock::new(None),
+            egress,
             mailer: Arc::new(mailer),
             decoy_hash,
             provisioning_audience: settings.provisioning_audience().into(),
@@ -93,6 +108,21 @@ impl AppState {
             argon2,
             settings: Arc::new(settings),
         }))
+    }
+
+    /// The token vault's current key set (see `crate::vault`).
+    pub fn vault(&self) -> Result<Arc<MasterKey>, ApiError> {
+        self.vault
+            .read()
+            .ok()
+            .and_then(|v| v.clone())
+            .ok_or_else(|| ApiError::Internal("the token vault is not loaded".into()))
+    }
+
+    pub fn set_vault(&self, ring: Arc<MasterKey>) {
+        if let Ok(mut slot) = self.vault.write() {
+            *slot = Some(ring);
+        }
     }
 
     /// Hashes a password with Argon2id on the hashing threads; the async workers never

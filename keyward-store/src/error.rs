@@ -38,6 +38,11 @@ const UNIQUE_CODES: &[(&str, &str, &str)] = &[
         "memberships.account_id, memberships.user_id",
         "already_member",
     ),
+    (
+        "external_applications_account_name_key",
+        "external_applications.account_id, external_applications.name_folded",
+        "external_application_name_taken",
+    ),
 ];
 
 /// Anything without a more specific meaning.

@@ -5,7 +5,9 @@
 //! set of SQL statements; they differ only in their schema files and a few dialect hooks.
 //! The conformance suite in `tests/conformance` runs every test against both.
 
+mod data_keys;
 mod error;
+mod external;
 mod import;
 mod one_time_codes;
 mod postgres;

@@ -6,6 +6,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use crate::data_keys::impl_data_key_store;
+use crate::external::impl_external_app_store;
 use crate::import::impl_import_store;
 use crate::one_time_codes::impl_one_time_code_store;
 use crate::projects::impl_project_store;
@@ -75,5 +77,15 @@ impl_import_store! {
 
 impl_one_time_code_store! {
     store: PostgresStore,
+    for_update: " FOR UPDATE",
+}
+
+impl_data_key_store! {
+    store: PostgresStore,
+}
+
+impl_external_app_store! {
+    store: PostgresStore,
+    db: sqlx::Postgres,
     for_update: " FOR UPDATE",
 }

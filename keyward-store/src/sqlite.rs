@@ -9,6 +9,8 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::data_keys::impl_data_key_store;
+use crate::external::impl_external_app_store;
 use crate::import::impl_import_store;
 use crate::one_time_codes::impl_one_time_code_store;
 use crate::projects::impl_project_store;
@@ -93,5 +95,15 @@ impl_import_store! {
 
 impl_one_time_code_store! {
     store: SqliteStore,
+    for_update: "",
+}
+
+impl_data_key_store! {
+    store: SqliteStore,
+}
+
+impl_external_app_store! {
+    store: SqliteStore,
+    db: sqlx::Sqlite,
     for_update: "",
 }

@@ -38,6 +38,9 @@ enum Command {
     /// Manage token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The token vault (external applications' secrets and users' connection tokens).
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print the OpenAPI document.
     Openapi,
     /// The reference partner (`partner serve`: the create and claim service).
@@ -100,6 +103,15 @@ struct CreateApplicationArgs {
 }
 
 #[derive(Subcommand)]
+enum VaultCommand {
+    /// Create a new data-encryption key, re-encrypt every stored secret and token with
+    /// it, then retire the older keys (they keep decrypting until nothing needs them).
+    Rotate,
+    /// List the data keys and how many rows each still seals.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create the next signing key. It is published at once, signs after the delay, and
     /// the current key stays published until its tokens have expired.
@@ -152,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Applications(command) => applications(settings, command).await,
         Command::Keys(command) => keys(settings, command).await,
+        Command::Vault(command) => vault(settings, command).await,
         Command::Openapi => {
             println!("{}", keyward_server::openapi().to_pretty_json()?);
             Ok(())
@@ -347,6 +360,48 @@ async fn applications(settings: Settings, command: ApplicationsCommand) -> anyho
             record(&state, "application.secret.create", "application", &app.id).await;
             println!("secret_id:     {}", secret.id);
             println!("client_secret: {plain}   (shown once)");
+            Ok(())
+        }
+    }
+}
+
+async fn vault(settings: Settings, command: VaultCommand) -> anyhow::Result<()> {
+    let state = admin_state(settings).await?;
+    match command {
+        VaultCommand::Rotate => {
+            let rotation = keyward_server::vault::rotate(&state)
+                .await
+                .map_err(api_error)?;
+            record(&state, "vault.rotate", "data_key", &rotation.new_key_id).await;
+            println!("new key:                 {}", rotation.new_key_id);
+            println!("client secrets resealed: {}", rotation.client_secrets_resealed);
+            println!("connections resealed:    {}", rotation.connections_resealed);
+            println!("older keys retired:      {}", rotation.keys_retired);
+            if rotation.unreadable > 0 {
+                println!(
+                    "unreadable connections:  {} (left as they are; their users must reconnect)",
+                    rotation.unreadable
+                );
+            }
+            Ok(())
+        }
+        VaultCommand::Status => {
+            let current = state.vault().map_err(api_error)?.current_key_id();
+            for key in state.store.list_data_keys().await? {
+                let marker = if key.id == current { "current" } else if key.retired_at.is_some() { "retired" } else { "active" };
+                println!("{}  {:8} created {}", key.id, marker, key.created_at);
+            }
+            let stale_apps = state
+                .store
+                .external_applications_sealed_with_other_keys(&current, 1000)
+                .await?
+                .len();
+            let stale_connections = state
+                .store
+                .external_connections_sealed_with_other_keys(&current, 1000)
+                .await?
+                .len();
+            println!("rows under older keys: {stale_apps} client secrets, {stale_connections} connections (counted up to 1000)");
             Ok(())
         }
     }

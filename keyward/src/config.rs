@@ -46,6 +46,7 @@ const ENV_SETTINGS: &[&str] = &[
     "smtp_url",
     "mail_from",
     "smtp_timeout_secs",
+    "external_timeout_secs",
 ];
 
 pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {

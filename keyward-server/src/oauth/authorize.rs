@@ -9,6 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use keyward_core::authz::{trusted_redirect_uri, validate_request, AuthorizeParams};
+use keyward_core::scope::{is_user_delegable, MANAGEMENT_SCOPES};
 
 use crate::extract::RequestId;
 use crate::state::AppState;
@@ -116,7 +117,7 @@ async fn authorize(
     };
     let resource = match resource_name {
         Some(name) => match state.resource(&name).await {
-            Ok(Some(resource)) if !resource.management => Some(resource),
+            Ok(Some(resource)) => Some(resource),
             Ok(_) => {
                 return flow::error_redirect(state, &fallback, "invalid_target", "unknown resource")
             }
@@ -131,6 +132,18 @@ async fn authorize(
         Ok(request) => request,
         Err(e) => return flow::error_redirect(state, &fallback, e.error, &e.description),
     };
+    // The management API as the resource: a user's token for their own connections and
+    // their accounts' external applications, never the server-wide management scopes.
+    if resource.as_ref().is_some_and(|r| r.management) {
+        if let Some(scope) = request
+            .scopes
+            .iter()
+            .find(|s| MANAGEMENT_SCOPES.iter().any(|(name, _)| name == s) && !is_user_delegable(s))
+        {
+            let description = format!("scope {scope:?} cannot be granted to a user's token");
+            return flow::error_redirect(state, &request, "invalid_scope", &description);
+        }
+    }
     if let Some(token) = params.claim_token.as_deref() {
         // Only the partner that created the project may start its claim.
         match crate::provisioning::api::claimable_project(state, token, &client.id).await {

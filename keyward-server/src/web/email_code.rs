@@ -521,6 +521,7 @@ pub async fn verify_submit(
                 &request_id,
                 &user,
                 &form.interaction,
+                None,
                 "auth.sign_in",
                 json!({ "method": "email_code" }),
             )

@@ -29,6 +29,22 @@ use crate::state::AppState;
 pub struct InteractionQuery {
     #[serde(default)]
     pub interaction: String,
+    /// Sign-in outside an authorization request: a local path to continue at (the
+    /// external-application prompt sends users here first).
+    #[serde(default)]
+    pub return_to: Option<String>,
+}
+
+/// `value` if it is a path on this server (`/x`, never `//host` or `/\\host`), which a
+/// sign-in may continue at without becoming an open redirect.
+pub fn local_path(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| {
+        v.starts_with('/')
+            && !v.starts_with("//")
+            && !v.starts_with("/\\")
+            && !v.contains(['\r', '\n'])
+            && v.len() <= 512
+    })
 }
 
 /// Any failure inside a page handler becomes an error page (details only in the log).
@@ -66,6 +82,7 @@ pub(super) async fn client_name(state: &AppState, pending: &Pending) -> Option<S
 struct SignInPage<'a> {
     csrf_token: &'a str,
     interaction: &'a str,
+    return_to: &'a str,
     login: &'a str,
     error: Option<&'a str>,
     client_name: Option<String>,
@@ -76,10 +93,12 @@ async fn render_sign_in(
     headers: &HeaderMap,
     status: StatusCode,
     interaction: &str,
+    return_to: Option<&str>,
     login: &str,
     error: Option<&str>,
 ) -> Response {
     let csrf = Csrf::for_request(state, headers);
+    let return_to = local_path(return_to).unwrap_or_default();
     let client_name = match flow::load(state, interaction).await {
         Ok(Some(p)) => client_name(state, &p).await,
         _ => None,
@@ -90,6 +109,7 @@ async fn render_sign_in(
         SignInPage {
             csrf_token: &csrf.token,
             interaction,
+            return_to,
             login,
             error,
             client_name,
@@ -113,6 +133,7 @@ pub async fn sign_in_page(
         &headers,
         StatusCode::OK,
         &query.interaction,
+        query.return_to.as_deref(),
         &hint,
         None,
     )
@@ -125,6 +146,8 @@ pub struct SignInForm {
     csrf_token: String,
     #[serde(default)]
     interaction: String,
+    #[serde(default)]
+    return_to: Option<String>,
     #[serde(default)]
     login: String,
     #[serde(default)]
@@ -186,6 +209,7 @@ pub async fn sign_in_submit(
                 &headers,
                 status,
                 &form.interaction,
+                form.return_to.as_deref(),
                 &form.login,
                 Some(message),
             )
@@ -198,6 +222,7 @@ pub async fn sign_in_submit(
         &request_id,
         &user,
         &form.interaction,
+        local_path(form.return_to.as_deref()),
         "auth.sign_in",
         json!({ "method": "password" }),
     )
@@ -213,6 +238,7 @@ pub(super) async fn signed_in(
     request_id: &RequestId,
     user: &User,
     interaction: &str,
+    return_to: Option<&str>,
     action: &'static str,
     details: serde_json::Value,
 ) -> Response {
@@ -240,7 +266,7 @@ pub(super) async fn signed_in(
                 format!("/oauth2/authorize/resume?interaction={}", enc(interaction))
             }
             None if user.password_digest.is_none() => flow::SET_PASSWORD_PATH.to_owned(),
-            None => "/".to_owned(),
+            None => return_to.unwrap_or("/").to_owned(),
         };
         let mut response = see_other(&location);
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -385,6 +411,7 @@ pub async fn sign_up_submit(
                 &request_id,
                 &user,
                 &form.interaction,
+                None,
                 "auth.sign_up",
                 json!({}),
             )

@@ -23,6 +23,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("message.html", include_str!("../../templates/message.html")),
     (
+        "external_authorize.html",
+        include_str!("../../templates/external_authorize.html"),
+    ),
+    (
         "sign_in_code.html",
         include_str!("../../templates/sign_in_code.html"),
     ),
@@ -152,6 +156,8 @@ mod tests {
             "workspace": "W", "redirect_host": "h", "continue": "/x",
             "title": "t", "message": "m", "tone": "info", "link": ["/a", "b"],
             "ttl_minutes": 10, "code_length": 8,
+            "id": "xap_1", "approval_prompt": "p", "description": "d", "connected": true,
+            "return_to": "/r", "authorization_host": "h",
         });
         for (name, _) in TEMPLATES {
             if *name == "base.html" {

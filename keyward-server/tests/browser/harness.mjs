@@ -3,13 +3,17 @@
 // database that is dropped afterwards), a tiny callback server that records what the
 // authorization server redirects to it, and small HTTP helpers (admin token, management
 // calls, token endpoint, JWT decoding and verification); for the claim test, the reference
-// partner (`keyward partner serve`), the CLI (`keyward create-db`) and psql.
+// partner (`keyward partner serve`), the CLI (`keyward create-db`) and psql; for the
+// external-application test, a second node on the same store (`startServer(store, {join})`)
+// and the third-party OAuth 2.0 servers of `tests/interop/providers.py` (`startProvider`).
 //
 // Environment:
 //   KEYWARD_BIN                 the server binary (default: <repo>/target/debug/keyward)
 //   KEYWARD_TEST_POSTGRES_URL   maintenance URL for CREATE/DROP DATABASE
 //                               (default postgres://postgres@127.0.0.1:5432/postgres)
 //   KEYWARD_TEST_KEEP=1         keep temp dirs and logs after the run
+//   KEYWARD_INTEROP_PYTHON      python with providers.py's requirements
+//                               (default: <repo>/target/interop-venv/bin/python)
 
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { createHash, createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
@@ -111,16 +115,22 @@ async function sleep(ms) {
 /**
  * Starts `keyward serve` with a fresh store. `store` is 'sqlite' or 'postgres'.
  * Returns a handle with base/issuer, helpers and `stop()`.
+ *
+ * `join: server` starts another node of `server` instead: the same database, issuer,
+ * master secret and bootstrap client on its own port and directory (its `base` is where
+ * it listens; `issuer` stays the first node's). Stopping it leaves the database alone.
  */
-export async function startServer(store, { env = {} } = {}) {
+export async function startServer(store, { env = {}, join = null } = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const scratch = path.join(REPO_ROOT, 'target', 'browser-tests');
   mkdirSync(scratch, { recursive: true });
-  const dir = mkdtempSync(path.join(scratch, `${store}-`));
+  const dir = mkdtempSync(path.join(scratch, `${join ? `${store}-node` : store}-`));
   let dbName = null;
   let databaseURL;
-  if (store === 'sqlite') {
+  if (join) {
+    databaseURL = join.databaseURL;
+  } else if (store === 'sqlite') {
     databaseURL = `sqlite://${path.join(dir, 'keyward.db')}`;
   } else if (store === 'postgres') {
     dbName = randomName('kw_test_browser_');
@@ -129,7 +139,9 @@ export async function startServer(store, { env = {} } = {}) {
   } else {
     throw new Error(`unknown store ${store}`);
   }
-  const adminSecret = `kws_${randomToken(32)}`;
+  const adminSecret = join ? join.adminSecret : `kws_${randomToken(32)}`;
+  const issuer = join ? join.issuer : base;
+  const masterSecret = join ? join.masterSecret : `browser-test-master-${randomToken(24)}`;
   const logPath = path.join(dir, 'server.log');
   const logFd = openSync(logPath, 'a');
   const child = spawn(KEYWARD_BIN, ['serve'], {
@@ -138,12 +150,13 @@ export async function startServer(store, { env = {} } = {}) {
       RUST_LOG: process.env.RUST_LOG || 'info',
       NO_COLOR: '1',
       KEYWARD_LISTEN: `127.0.0.1:${port}`,
-      KEYWARD_ISSUER: base,
+      KEYWARD_ISSUER: issuer,
       KEYWARD_DATA_DIR: dir,
       KEYWARD_DATABASE_URL: databaseURL,
-      KEYWARD_MASTER_SECRET: `browser-test-master-${randomToken(24)}`,
+      KEYWARD_MASTER_SECRET: masterSecret,
       KEYWARD_BOOTSTRAP_CLIENT_ID: ADMIN_CLIENT_ID,
       KEYWARD_BOOTSTRAP_CLIENT_SECRET: adminSecret,
+      ...(join ? join.env : {}),
       ...env,
     },
     stdio: ['ignore', logFd, logFd],
@@ -157,11 +170,14 @@ export async function startServer(store, { env = {} } = {}) {
   const server = {
     store,
     base,
-    issuer: base,
+    issuer,
     dir,
     logPath,
     dbName,
+    databaseURL,
     adminSecret,
+    masterSecret,
+    env: { ...(join ? join.env : {}), ...env },
     child,
     log() {
       try {
@@ -213,7 +229,7 @@ export async function startServer(store, { env = {} } = {}) {
       grant_type: 'client_credentials',
       client_id: ADMIN_CLIENT_ID,
       client_secret: adminSecret,
-      audience: `${base}/api`,
+      audience: `${issuer}/api`,
     });
     if (r.status !== 200) throw new Error(`admin token: ${r.status} ${JSON.stringify(r.body)}`);
     return r.body.access_token;
@@ -419,4 +435,104 @@ export async function startPartner(server, { clientId, clientSecret, port, args 
     await sleep(100);
   }
   return partner;
+}
+
+export const INTEROP_DIR = path.join(REPO_ROOT, 'keyward-server', 'tests', 'interop');
+export const INTEROP_PYTHON =
+  process.env.KEYWARD_INTEROP_PYTHON || path.join(REPO_ROOT, 'target', 'interop-venv', 'bin', 'python');
+
+/**
+ * Starts a third-party OAuth 2.0 server from `tests/interop/providers.py` (Authlib) on a
+ * free loopback port: `kind` 'standard' or 'quirky'; `issuerInResponse` (RFC 9207 `iss`),
+ * `accessTokenTtl` (seconds), `refreshDelayMs`, `args` (more command-line arguments). Its
+ * request log goes to `<logDir>/provider-<kind>-<port>.log`. Resolves once it printed
+ * `READY <port>`, with {kind, port, base, issuer, hostPort, logPath, log(), stats(),
+ * control(body), resetStats(), stop()}.
+ */
+export async function startProvider(kind, { logDir, issuerInResponse = false, accessTokenTtl, refreshDelayMs, args = [] } = {}) {
+  const argv = [path.join(INTEROP_DIR, 'providers.py'), '--kind', kind, '--port', '0'];
+  if (issuerInResponse) argv.push('--issuer-in-response');
+  if (accessTokenTtl !== undefined) argv.push('--access-token-ttl', String(accessTokenTtl));
+  if (refreshDelayMs !== undefined) argv.push('--refresh-delay-ms', String(refreshDelayMs));
+  argv.push(...args);
+  const dir = logDir || path.join(REPO_ROOT, 'target', 'browser-tests');
+  mkdirSync(dir, { recursive: true });
+  const logPath = path.join(dir, `provider-${kind}-${randomBytes(3).toString('hex')}.log`);
+  const logFd = openSync(logPath, 'a');
+  const child = spawn(INTEROP_PYTHON, argv, {
+    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+    stdio: ['ignore', 'pipe', logFd],
+  });
+  closeSync(logFd);
+  let exited = null;
+  const exitWaiters = [];
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    for (const w of exitWaiters.splice(0)) w();
+  });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`providers.py --kind ${kind}: no READY line after 30 s:\n${out}\n${readLog()}`));
+    }, 30_000);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      const m = /^READY (\d+)$/m.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${INTEROP_PYTHON} providers.py: ${e.message} (create the venv: scripts/interactive_tests.sh)`));
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`providers.py --kind ${kind} exited (${code ?? signal}) before READY:\n${out}\n${readLog()}`));
+    });
+  });
+  function readLog() {
+    try {
+      return readFileSync(logPath, 'utf8').slice(-4000);
+    } catch {
+      return '';
+    }
+  }
+  const base = `http://127.0.0.1:${port}`;
+  const json = async (method, p, body) => {
+    const r = await fetch(`${base}${p}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const parsed = await r.json();
+    if (r.status !== 200) throw new Error(`provider ${method} ${p}: ${r.status} ${JSON.stringify(parsed)}`);
+    return parsed;
+  };
+  return {
+    kind,
+    port,
+    base,
+    issuer: base,
+    hostPort: `127.0.0.1:${port}`,
+    logPath,
+    child,
+    log: readLog,
+    stats: () => json('GET', '/stats'),
+    control: (body) => json('POST', '/control', body),
+    resetStats: () => json('POST', '/reset-stats', {}),
+    async stop() {
+      if (exited !== null) return;
+      const done = new Promise((r) => exitWaiters.push(r));
+      child.kill('SIGTERM');
+      await Promise.race([done, sleep(3000)]);
+      if (exited === null) {
+        child.kill('SIGKILL');
+        await Promise.race([done, sleep(2000)]);
+      }
+    },
+  };
 }

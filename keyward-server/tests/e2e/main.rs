@@ -6,6 +6,7 @@ mod testkit;
 mod audit;
 mod discovery_keys;
 mod email_code;
+mod external;
 mod import;
 mod interactive;
 mod management_rules;

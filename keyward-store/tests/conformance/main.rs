@@ -47,6 +47,7 @@ mod accounts;
 mod applications;
 mod audit;
 mod consents;
+mod external_apps;
 mod grants;
 mod imports;
 mod memberships;
