@@ -109,7 +109,8 @@ impl MasterKey {
 
     /// Hex id of the key that sealed `sealed`, if it has the sealed form.
     pub fn sealed_key_id(sealed: &[u8]) -> Option<String> {
-        (sealed.len() >= HEADER_LEN && sealed[0] == FORMAT_VERSION).then(|| hex::encode(&sealed[1..5]))
+        (sealed.len() >= HEADER_LEN && sealed[0] == FORMAT_VERSION)
+            .then(|| hex::encode(&sealed[1..5]))
     }
 
     /// Hex id of the key that seals new data.

@@ -504,7 +504,10 @@ mod tests {
     fn scopes_separated_by_spaces_commas_or_arrays() {
         assert_eq!(normalize_scope(&json!("read,write")).unwrap(), "read write");
         assert_eq!(normalize_scope(&json!("read write")).unwrap(), "read write");
-        assert_eq!(normalize_scope(&json!("read, write")).unwrap(), "read write");
+        assert_eq!(
+            normalize_scope(&json!("read, write")).unwrap(),
+            "read write"
+        );
         assert_eq!(normalize_scope(&json!(["a", "b"])).unwrap(), "a b");
         assert_eq!(normalize_scope(&json!("")).unwrap(), "");
     }
@@ -623,6 +626,9 @@ mod tests {
         assert!(conn.needs_refresh(now + Duration::seconds(3541)));
         conn.expires_at = expiry(now, None, None);
         assert!(!conn.needs_refresh(now + Duration::days(365)));
-        assert_eq!(expiry(now, None, Some(60)), Some(now + Duration::seconds(60)));
+        assert_eq!(
+            expiry(now, None, Some(60)),
+            Some(now + Duration::seconds(60))
+        );
     }
 }

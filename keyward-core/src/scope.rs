@@ -25,8 +25,14 @@ pub const MANAGEMENT_SCOPES: &[(&str, &str)] = &[
         "external_applications:write",
         "Create, change, disable, reset and delete external applications",
     ),
-    ("connections:read", "List the user's own external connections"),
-    ("connections:write", "Delete the user's own external connections"),
+    (
+        "connections:read",
+        "List the user's own external connections",
+    ),
+    (
+        "connections:write",
+        "Delete the user's own external connections",
+    ),
     (
         "connections:use",
         "Get external access tokens and call external APIs through the proxy",

@@ -185,7 +185,9 @@ async fn run(name: &str, database_url: String) {
     for _ in 0..REQUESTS {
         let t = Instant::now();
         let response = router.clone().oneshot(request()).await.unwrap();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         latencies.push(t.elapsed());
         assert!(body.starts_with(b"{\"access_token\""));
     }

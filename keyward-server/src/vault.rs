@@ -50,7 +50,10 @@ pub async fn reload(state: &AppState) -> Result<(), ApiError> {
 async fn insert_new_key(state: &AppState, now: OffsetDateTime) -> Result<String, ApiError> {
     let raw = generate_key();
     let id = MasterKey::key_id_of(&raw);
-    let sealed_key = state.master.seal(&raw, &data_key_aad(&id)).map_err(internal)?;
+    let sealed_key = state
+        .master
+        .seal(&raw, &data_key_aad(&id))
+        .map_err(internal)?;
     state
         .store
         .insert_data_key(&DataKey {
@@ -126,10 +129,12 @@ pub async fn rotate(state: &AppState) -> Result<Rotation, ApiError> {
         Some(t) if t >= now => t + time::Duration::seconds(1),
         _ => now,
     };
-    let new_key_id = insert_new_key(state, created_at).await.map_err(|e| match e {
-        ApiError::Conflict { .. } => internal(StoreError::Conflict("data_key_exists")),
-        other => other,
-    })?;
+    let new_key_id = insert_new_key(state, created_at)
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict { .. } => internal(StoreError::Conflict("data_key_exists")),
+            other => other,
+        })?;
     reload(state).await?;
     let (client_secrets_resealed, connections_resealed, unreadable) =
         crate::external::reseal_all(state).await?;

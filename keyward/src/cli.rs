@@ -374,7 +374,10 @@ async fn vault(settings: Settings, command: VaultCommand) -> anyhow::Result<()> 
                 .map_err(api_error)?;
             record(&state, "vault.rotate", "data_key", &rotation.new_key_id).await;
             println!("new key:                 {}", rotation.new_key_id);
-            println!("client secrets resealed: {}", rotation.client_secrets_resealed);
+            println!(
+                "client secrets resealed: {}",
+                rotation.client_secrets_resealed
+            );
             println!("connections resealed:    {}", rotation.connections_resealed);
             println!("older keys retired:      {}", rotation.keys_retired);
             if rotation.unreadable > 0 {
@@ -388,7 +391,13 @@ async fn vault(settings: Settings, command: VaultCommand) -> anyhow::Result<()> 
         VaultCommand::Status => {
             let current = state.vault().map_err(api_error)?.current_key_id();
             for key in state.store.list_data_keys().await? {
-                let marker = if key.id == current { "current" } else if key.retired_at.is_some() { "retired" } else { "active" };
+                let marker = if key.id == current {
+                    "current"
+                } else if key.retired_at.is_some() {
+                    "retired"
+                } else {
+                    "active"
+                };
                 println!("{}  {:8} created {}", key.id, marker, key.created_at);
             }
             let stale_apps = state

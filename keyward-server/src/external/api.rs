@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use keyward_core::external::{
-    check_template, ExternalApplication, ExternalConnection, ExternalProtocol,
-    TokenAuthMethod, MANAGE_EXTERNAL_APPLICATIONS,
+    check_template, ExternalApplication, ExternalConnection, ExternalProtocol, TokenAuthMethod,
+    MANAGE_EXTERNAL_APPLICATIONS,
 };
 use keyward_core::id::{new_id, IdKind};
 use keyward_core::Role;
@@ -53,7 +53,11 @@ async fn may_manage(state: &AppState, account_id: &str, user_id: &str) -> Result
 }
 
 /// Administration of `account_id`'s external applications.
-async fn require_manage(state: &AppState, caller: &Caller, account_id: &str) -> Result<(), ApiError> {
+async fn require_manage(
+    state: &AppState,
+    caller: &Caller,
+    account_id: &str,
+) -> Result<(), ApiError> {
     if let Some(uid) = caller.claims.uid.as_deref() {
         if !may_manage(state, account_id, uid).await? {
             return Err(ApiError::Forbidden {
@@ -68,7 +72,11 @@ async fn require_manage(state: &AppState, caller: &Caller, account_id: &str) -> 
 }
 
 /// Reading `account_id`'s applications: machine callers, or members of the account.
-async fn require_member(state: &AppState, caller: &Caller, account_id: &str) -> Result<(), ApiError> {
+async fn require_member(
+    state: &AppState,
+    caller: &Caller,
+    account_id: &str,
+) -> Result<(), ApiError> {
     if let Some(uid) = caller.claims.uid.as_deref() {
         if state.store.get_member(account_id, uid).await?.is_none() {
             // Not a member: the application does not exist for them.
@@ -172,7 +180,10 @@ pub fn connection_view(state: &AppState, c: ExternalConnection) -> proto::Extern
 fn text(field: &'static str, value: &str, max: usize) -> Result<String, ApiError> {
     let trimmed = value.trim();
     if trimmed.is_empty() || trimmed.chars().count() > max {
-        return Err(ApiError::validation(field, format!("must be 1-{max} characters")));
+        return Err(ApiError::validation(
+            field,
+            format!("must be 1-{max} characters"),
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -207,13 +218,19 @@ fn validate(app: &ExternalApplication, client_secret: Option<&str>) -> Result<()
     text("approval_prompt", &app.approval_prompt, 2000)?;
     if let Some(d) = &app.description {
         if d.chars().count() > 2000 {
-            return Err(ApiError::validation("description", "at most 2000 characters"));
+            return Err(ApiError::validation(
+                "description",
+                "at most 2000 characters",
+            ));
         }
     }
     text("client_id", &app.client_id, 512)?;
     if let Some(secret) = client_secret {
         if secret.is_empty() || secret.len() > 4096 {
-            return Err(ApiError::validation("client_secret", "must be 1-4096 bytes"));
+            return Err(ApiError::validation(
+                "client_secret",
+                "must be 1-4096 bytes",
+            ));
         }
     }
     if let Some(bad) = app.scopes.iter().find(|s| !scope_token(s)) {
@@ -487,16 +504,23 @@ pub async fn update(
                 Some(v) => v,
                 None => keep(wire.revocation_url),
             },
-            body.token_endpoint_auth_method
-                .or(if switching { None } else { wire.token_endpoint_auth_method }),
-            body.token_request.or(if switching { None } else { wire.token_request }),
+            body.token_endpoint_auth_method.or(if switching {
+                None
+            } else {
+                wire.token_endpoint_auth_method
+            }),
+            body.token_request
+                .or(if switching { None } else { wire.token_request }),
             match body.refresh_request {
                 Some(v) => v,
                 None if switching => None,
                 None => wire.refresh_request,
             },
-            body.response_mapping
-                .or(if switching { None } else { wire.response_mapping }),
+            body.response_mapping.or(if switching {
+                None
+            } else {
+                wire.response_mapping
+            }),
         )?;
         let mut changed: Vec<&str> = Vec::new();
         let mut app = current.clone();
@@ -561,7 +585,11 @@ pub async fn update(
 }
 
 /// Revokes deleted connections' tokens at the server, a few at a time.
-async fn revoke_all(state: &AppState, app: &ExternalApplication, connections: &[ExternalConnection]) {
+async fn revoke_all(
+    state: &AppState,
+    app: &ExternalApplication,
+    connections: &[ExternalConnection],
+) {
     futures_util::stream::iter(connections)
         .for_each_concurrent(8, |c| revoke_best_effort(state, app, c))
         .await;
@@ -698,7 +726,12 @@ pub async fn permissions(
     caller.require("accounts:read")?;
     checked_id(IdKind::Account, &account_id, "account")?;
     checked_id(IdKind::User, &user_id, "member")?;
-    if state.store.get_member(&account_id, &user_id).await?.is_none() {
+    if state
+        .store
+        .get_member(&account_id, &user_id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::NotFound("member"));
     }
     let permissions = state
@@ -738,7 +771,11 @@ async fn change_permission(
         };
         // Only owners and admins hand out permissions (machine callers hold the scope).
         if let Some(uid) = caller.claims.uid.as_deref() {
-            let role = state.store.get_member(&account_id, uid).await?.map(|m| m.role);
+            let role = state
+                .store
+                .get_member(&account_id, uid)
+                .await?
+                .map(|m| m.role);
             if !matches!(role, Some(Role::Owner | Role::Admin)) {
                 return Err(ApiError::Forbidden {
                     code: "not_allowed",
@@ -886,14 +923,18 @@ async fn subject(
                     detail: "a user's token only reaches that user's own connections".into(),
                 });
             }
-            if state.store.get_member(&app.account_id, uid).await?.is_none() {
+            if state
+                .store
+                .get_member(&app.account_id, uid)
+                .await?
+                .is_none()
+            {
                 return Err(ApiError::NotFound("external application"));
             }
             uid.to_owned()
         }
-        None => requested_user.ok_or_else(|| {
-            ApiError::validation("user_id", "a machine caller names the user")
-        })?,
+        None => requested_user
+            .ok_or_else(|| ApiError::validation("user_id", "a machine caller names the user"))?,
     };
     Ok((app, user_id))
 }
@@ -1023,8 +1064,8 @@ pub async fn proxy(
         HeaderValue::from_str(&authorization)
             .map_err(|_| ApiError::Internal("access token is not a header value".into()))?,
     );
-    let method = Method::from_bytes(method.as_str().as_bytes())
-        .map_err(|_| ApiError::BadRequest {
+    let method =
+        Method::from_bytes(method.as_str().as_bytes()).map_err(|_| ApiError::BadRequest {
             code: "invalid_method",
             detail: "unsupported method".into(),
         })?;

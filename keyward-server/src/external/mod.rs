@@ -18,8 +18,8 @@ use std::time::Duration as StdDuration;
 use base64::Engine;
 use keyward_core::external::{
     client_secret_aad, connection_aad, read_token_response, render_request, ConnectionState,
-    ConnectionTokens, ExternalApplication, ExternalConnection, ExternalProtocol,
-    ResponseMapping, TemplateValues, TokenAuthMethod, TokenResponseFields, REFRESH_LEASE,
+    ConnectionTokens, ExternalApplication, ExternalConnection, ExternalProtocol, ResponseMapping,
+    TemplateValues, TokenAuthMethod, TokenResponseFields, REFRESH_LEASE,
 };
 use keyward_core::secret::random_token;
 use time::OffsetDateTime;
@@ -39,11 +39,17 @@ const REFRESH_POLL: StdDuration = StdDuration::from_millis(20);
 pub enum ExternalError {
     Disabled,
     /// The user has no connection yet.
-    NotConnected { authorize_url: String },
+    NotConnected {
+        authorize_url: String,
+    },
     /// The server refused the refresh token, or there is none and the token expired.
-    ReauthorizationRequired { authorize_url: String },
+    ReauthorizationRequired {
+        authorize_url: String,
+    },
     /// The stored tokens failed authentication (tampered, or sealed under an unknown key).
-    Unreadable { authorize_url: String },
+    Unreadable {
+        authorize_url: String,
+    },
     /// The server answered `invalid_grant` (code or refresh token refused).
     InvalidGrant(String),
     /// The server failed or answered something unusable.
@@ -144,15 +150,22 @@ pub fn seal_client_secret(
     crate::vault::seal(state, secret.as_bytes(), &client_secret_aad(application_id))
 }
 
-async fn open_client_secret(state: &AppState, app: &ExternalApplication) -> Result<String, ApiError> {
-    let plain = crate::vault::open(state, &app.client_secret_sealed, &client_secret_aad(&app.id))
-        .await
-        .map_err(|e| {
-            ApiError::Internal(format!(
-                "client secret of external application {} cannot be opened: {e}",
-                app.id
-            ))
-        })?;
+async fn open_client_secret(
+    state: &AppState,
+    app: &ExternalApplication,
+) -> Result<String, ApiError> {
+    let plain = crate::vault::open(
+        state,
+        &app.client_secret_sealed,
+        &client_secret_aad(&app.id),
+    )
+    .await
+    .map_err(|e| {
+        ApiError::Internal(format!(
+            "client secret of external application {} cannot be opened: {e}",
+            app.id
+        ))
+    })?;
     String::from_utf8(plain).map_err(|_| ApiError::Internal("client secret is not UTF-8".into()))
 }
 
@@ -213,7 +226,8 @@ fn parse_url(url: &str) -> Result<Url, ExternalError> {
 /// `application/x-www-form-urlencoded` encoding of client credentials for HTTP Basic
 /// (RFC 6749 §2.3.1).
 fn basic_credentials(client_id: &str, client_secret: &str) -> String {
-    let encode = |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
+    let encode =
+        |v: &str| -> String { url::form_urlencoded::byte_serialize(v.as_bytes()).collect() };
     let raw = format!("{}:{}", encode(client_id), encode(client_secret));
     format!(
         "Basic {}",
@@ -547,8 +561,7 @@ pub async fn access_token(
             .lease_connection_refresh(&connection.id, &holder, now, now + REFRESH_LEASE)
             .await?
         {
-            return refresh_under_lease(state, app, &connection.id, &holder, refresh_token)
-                .await;
+            return refresh_under_lease(state, app, &connection.id, &holder, refresh_token).await;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ExternalError::Busy);
@@ -616,7 +629,11 @@ async fn refresh_under_lease(
     {
         Ok(fields) => fields,
         Err(ExternalError::InvalidGrant(detail)) => {
-            tracing::info!(connection = connection_id, detail, "refresh refused; the user must reconnect");
+            tracing::info!(
+                connection = connection_id,
+                detail,
+                "refresh refused; the user must reconnect"
+            );
             release(true).await;
             return Err(ExternalError::ReauthorizationRequired {
                 authorize_url: authorize_url(state, &app.id),
@@ -633,20 +650,17 @@ async fn refresh_under_lease(
         refresh_token: fields.refresh_token.or(Some(refresh_token)),
         token_type: fields.token_type.or(tokens.token_type),
     };
-    let expires_at = keyward_core::external::expiry(
-        now,
-        fields.expires_in,
-        app.default_expires_in_secs,
-    );
+    let expires_at =
+        keyward_core::external::expiry(now, fields.expires_in, app.default_expires_in_secs);
     let scope = fields.scope.or(current.scope.clone());
-    let (sealed, key_id) = match seal_tokens(state, &current.id, &app.id, &current.user_id, &refreshed)
-    {
-        Ok(s) => s,
-        Err(e) => {
-            release(false).await;
-            return Err(e.into());
-        }
-    };
+    let (sealed, key_id) =
+        match seal_tokens(state, &current.id, &app.id, &current.user_id, &refreshed) {
+            Ok(s) => s,
+            Err(e) => {
+                release(false).await;
+                return Err(e.into());
+            }
+        };
     let stored = state
         .store
         .complete_connection_refresh(
@@ -662,7 +676,10 @@ async fn refresh_under_lease(
     if !stored {
         // The lease ran out and someone else took over; our tokens may already be
         // superseded at the server. Use what is stored now.
-        tracing::warn!(connection = connection_id, "refresh lease lost before the result was stored");
+        tracing::warn!(
+            connection = connection_id,
+            "refresh lease lost before the result was stored"
+        );
     }
     state.metrics.external_refreshes.inc();
     let connection = ExternalConnection {
@@ -691,7 +708,10 @@ pub async fn reseal_all(state: &AppState) -> Result<(u64, u64, u64), ApiError> {
             .store
             .external_applications_sealed_with_other_keys(&key_id, 100)
             .await?;
-        let fresh: Vec<_> = batch.into_iter().filter(|a| !skipped.contains(&a.id)).collect();
+        let fresh: Vec<_> = batch
+            .into_iter()
+            .filter(|a| !skipped.contains(&a.id))
+            .collect();
         if fresh.is_empty() {
             break;
         }
@@ -707,7 +727,12 @@ pub async fn reseal_all(state: &AppState) -> Result<(u64, u64, u64), ApiError> {
             let (sealed, new_key) = seal_client_secret(state, &app.id, &secret)?;
             if state
                 .store
-                .reseal_external_client_secret(&app.id, &app.client_secret_sealed, &sealed, &new_key)
+                .reseal_external_client_secret(
+                    &app.id,
+                    &app.client_secret_sealed,
+                    &sealed,
+                    &new_key,
+                )
                 .await?
             {
                 applications += 1;
@@ -723,7 +748,10 @@ pub async fn reseal_all(state: &AppState) -> Result<(u64, u64, u64), ApiError> {
             .store
             .external_connections_sealed_with_other_keys(&key_id, 100)
             .await?;
-        let fresh: Vec<_> = batch.into_iter().filter(|c| !skipped.contains(&c.id)).collect();
+        let fresh: Vec<_> = batch
+            .into_iter()
+            .filter(|c| !skipped.contains(&c.id))
+            .collect();
         if fresh.is_empty() {
             break;
         }
@@ -745,7 +773,12 @@ pub async fn reseal_all(state: &AppState) -> Result<(u64, u64, u64), ApiError> {
             )?;
             if state
                 .store
-                .reseal_external_connection(&connection.id, &connection.tokens_sealed, &sealed, &new_key)
+                .reseal_external_connection(
+                    &connection.id,
+                    &connection.tokens_sealed,
+                    &sealed,
+                    &new_key,
+                )
                 .await?
             {
                 connections += 1;

@@ -81,7 +81,10 @@ async fn start_provider() -> (String, Arc<Provider>) {
             get(|| async {
                 (
                     axum::http::StatusCode::FOUND,
-                    [(axum::http::header::LOCATION, "http://169.254.169.254/latest/meta-data")],
+                    [(
+                        axum::http::header::LOCATION,
+                        "http://169.254.169.254/latest/meta-data",
+                    )],
                 )
             }),
         )
@@ -257,7 +260,10 @@ async fn fifty_concurrent_requests_refresh_once(backend: Backend) {
     }
     // Valid now: no further refresh, and the rotated refresh token is what is stored.
     let (status, body) = external_token(&server, &token, &f.app_id).await;
-    assert_eq!((status, body["access_token"].clone()), (200, json!("access-1")));
+    assert_eq!(
+        (status, body["access_token"].clone()),
+        (200, json!("access-1"))
+    );
     assert_eq!(f.provider.refreshes.load(Ordering::SeqCst), 1);
     assert_eq!(*f.provider.last_refresh_token.lock().unwrap(), "refresh-0");
     let (status, body) = server
@@ -306,7 +312,9 @@ async fn refused_refresh_requires_reauthorization(backend: Backend) {
     let authorize_url = server.url(&format!("/external-applications/{}/authorize", f.app_id));
     assert_eq!(body["authorize_url"], authorize_url.as_str());
     assert!(body["detail"].as_str().unwrap().contains(&authorize_url));
-    let (status, list) = server.call("GET", "/api/me/connections", &token, None).await;
+    let (status, list) = server
+        .call("GET", "/api/me/connections", &token, None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["state"], "needs_reauthorization");
     // Stays refused without another call to the server.
@@ -328,7 +336,11 @@ async fn refusals(backend: Backend) {
     let other = create_user(&server, &f.admin, &f.account_id).await;
     let other_token = user_token(&server, &other);
     let (status, body) = external_token(&server, &other_token, &f.app_id).await;
-    assert_eq!((status, body["code"].clone()), (409, json!("not_connected")), "{body}");
+    assert_eq!(
+        (status, body["code"].clone()),
+        (409, json!("not_connected")),
+        "{body}"
+    );
     let (status, _) = server
         .call(
             "DELETE",
@@ -338,12 +350,19 @@ async fn refusals(backend: Backend) {
         )
         .await;
     assert_eq!(status, 404);
-    let (status, list) = server.call("GET", "/api/me/connections", &other_token, None).await;
+    let (status, list) = server
+        .call("GET", "/api/me/connections", &other_token, None)
+        .await;
     assert_eq!((status, list), (200, json!([])));
 
     // A user of another account does not see the application at all.
     let (_, account) = server
-        .call("POST", "/api/accounts", &f.admin, Some(json!({ "name": "Other" })))
+        .call(
+            "POST",
+            "/api/accounts",
+            &f.admin,
+            Some(json!({ "name": "Other" })),
+        )
         .await;
     let stranger = create_user(&server, &f.admin, account["id"].as_str().unwrap()).await;
     let stranger_token = user_token(&server, &stranger);
@@ -367,18 +386,32 @@ async fn refusals(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!((status, body["code"].clone()), (403, json!("not_allowed")), "{body}");
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("not_allowed")),
+        "{body}"
+    );
 
     // Proxy: the token is injected; hosts off the policy and redirects to a private
     // address are refused.
-    let (status, body) = proxy(&server, &token, &f.app_id, &format!("{}/api/me", f.provider_base)).await;
+    let (status, body) = proxy(
+        &server,
+        &token,
+        &f.app_id,
+        &format!("{}/api/me", f.provider_base),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["authorization"],
         format!("Bearer initial-{}", f.user_id)
     );
     let (status, body) = proxy(&server, &token, &f.app_id, "http://127.0.0.2:9/x").await;
-    assert_eq!((status, body["code"].clone()), (403, json!("egress_refused")), "{body}");
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("egress_refused")),
+        "{body}"
+    );
     let (status, body) = proxy(
         &server,
         &token,
@@ -386,7 +419,11 @@ async fn refusals(backend: Backend) {
         &format!("{}/to-metadata", f.provider_base),
     )
     .await;
-    assert_eq!((status, body["code"].clone()), (403, json!("egress_refused")), "{body}");
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("egress_refused")),
+        "{body}"
+    );
 
     // Disabled: stored tokens kept but unusable; enabled: usable again.
     let action = |a: &'static str| {
@@ -398,8 +435,17 @@ async fn refusals(backend: Backend) {
     let (status, body) = action("disable").await;
     assert_eq!((status, body["enabled"].clone()), (200, json!(false)));
     let (status, body) = external_token(&server, &token, &f.app_id).await;
-    assert_eq!((status, body["code"].clone()), (403, json!("external_application_disabled")));
-    let (status, _) = proxy(&server, &token, &f.app_id, &format!("{}/api/me", f.provider_base)).await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("external_application_disabled"))
+    );
+    let (status, _) = proxy(
+        &server,
+        &token,
+        &f.app_id,
+        &format!("{}/api/me", f.provider_base),
+    )
+    .await;
     assert_eq!(status, 403);
     assert_eq!(action("enable").await.0, 200);
     assert_eq!(external_token(&server, &token, &f.app_id).await.0, 200);
@@ -415,9 +461,18 @@ async fn refusals(backend: Backend) {
     let original = stored.tokens_sealed.clone();
     let last = stored.tokens_sealed.len() - 1;
     stored.tokens_sealed[last] ^= 0x01;
-    server.state.store.save_external_connection(&stored).await.unwrap();
+    server
+        .state
+        .store
+        .save_external_connection(&stored)
+        .await
+        .unwrap();
     let (status, body) = external_token(&server, &token, &f.app_id).await;
-    assert_eq!((status, body["code"].clone()), (409, json!("connection_unreadable")), "{body}");
+    assert_eq!(
+        (status, body["code"].clone()),
+        (409, json!("connection_unreadable")),
+        "{body}"
+    );
     let other_connection = connect(&server, &f.app_id, &other, 3600).await;
     let mut moved = server
         .state
@@ -427,20 +482,39 @@ async fn refusals(backend: Backend) {
         .unwrap()
         .unwrap();
     moved.tokens_sealed = original;
-    server.state.store.save_external_connection(&moved).await.unwrap();
+    server
+        .state
+        .store
+        .save_external_connection(&moved)
+        .await
+        .unwrap();
     let (status, body) = external_token(&server, &other_token, &f.app_id).await;
-    assert_eq!((status, body["code"].clone()), (409, json!("connection_unreadable")), "{body}");
+    assert_eq!(
+        (status, body["code"].clone()),
+        (409, json!("connection_unreadable")),
+        "{body}"
+    );
 
     // Reset deletes every connection and keeps the configuration; delete removes it.
     assert_eq!(action("reset").await.0, 200);
     let (status, body) = external_token(&server, &token, &f.app_id).await;
-    assert_eq!((status, body["code"].clone()), (409, json!("not_connected")));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (409, json!("not_connected"))
+    );
     let (status, _) = server
-        .call("DELETE", &format!("/api/external-applications/{}", f.app_id), &f.admin, None)
+        .call(
+            "DELETE",
+            &format!("/api/external-applications/{}", f.app_id),
+            &f.admin,
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     assert_eq!(external_token(&server, &token, &f.app_id).await.0, 404);
-    let (_, events) = server.call("GET", "/api/audit-logs?limit=100", &f.admin, None).await;
+    let (_, events) = server
+        .call("GET", "/api/audit-logs?limit=100", &f.admin, None)
+        .await;
     let actions: Vec<&str> = events["data"]
         .as_array()
         .unwrap()
@@ -454,7 +528,10 @@ async fn refusals(backend: Backend) {
         "external_application.reset",
         "external_application.delete",
     ] {
-        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
     }
 }
 
@@ -530,10 +607,16 @@ async fn validation_and_egress_policy_on_create(backend: Backend) {
     assert_eq!(body["token_endpoint_auth_method"], "client_secret_basic");
     assert_eq!(
         body["callback_url"],
-        server.url(&format!("/external-applications/{}/callback", body["id"].as_str().unwrap()))
+        server.url(&format!(
+            "/external-applications/{}/callback",
+            body["id"].as_str().unwrap()
+        ))
     );
     let (status, body) = create(base).await;
-    assert_eq!((status, body["code"].clone()), (409, json!("external_application_name_taken")));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (409, json!("external_application_name_taken"))
+    );
 }
 
 async fn vault_rotation_reseals_and_old_keys_still_open(backend: Backend) {
@@ -554,6 +637,7 @@ async fn vault_rotation_reseals_and_old_keys_still_open(backend: Backend) {
                 backend,
                 Options {
                     database_url: Some(server.database_url.clone()),
+                    issuer: Some(server.base.clone()),
                     ..Options::default()
                 },
             )
@@ -586,7 +670,11 @@ async fn vault_rotation_reseals_and_old_keys_still_open(backend: Backend) {
     // The retired key still opens what it sealed.
     let ring = server.state.vault().unwrap();
     assert!(!ring.is_current(&before.tokens_sealed));
-    assert!(keyward_server::external::open_tokens(&server.state, &before).await.is_ok());
+    assert!(
+        keyward_server::external::open_tokens(&server.state, &before)
+            .await
+            .is_ok()
+    );
 }
 
 /// Two nodes on one PostgreSQL database: the lease is in the row, so still one refresh.
@@ -597,6 +685,7 @@ async fn two_nodes_on_postgres_refresh_once() {
         Backend::Postgres,
         Options {
             database_url: Some(first.database_url.clone()),
+            issuer: Some(first.base.clone()),
             ..Options::default()
         },
     )
