@@ -736,6 +736,9 @@ pub trait ExternalAppStore: Send + Sync {
         state_digest: &[u8],
         now: OffsetDateTime,
     ) -> StoreResult<Option<crate::external::ExternalAuthorization>>;
+    /// Deletes the pending authorizations that expired at `now` (abandoned at the
+    /// provider's page); returns how many.
+    async fn purge_expired_external_authorizations(&self, now: OffsetDateTime) -> StoreResult<u64>;
 
     /// Grants a per-member permission (idempotent). Errors: `NotFound("membership")` when
     /// the user is not a member of the account.

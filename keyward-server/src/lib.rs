@@ -330,7 +330,7 @@ impl MakeRequestId for MakeUlidRequestId {
 
 /// Reloads signing keys periodically (rotation activates keys later than this interval,
 /// so every node knows a key before any node signs with it) and purges long-retired keys,
-/// expired sessions and old sign-in failures.
+/// expired sessions, old sign-in failures and abandoned external authorizations.
 pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_secs(state.settings.key_refresh_interval_secs.max(1));
     tokio::spawn(async move {
@@ -358,6 +358,10 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
                 .max(web::email_code::SEND_WINDOW);
             if let Err(e) = state.store.purge_failures(now - window).await {
                 tracing::warn!(error = %e, "could not purge sign-in failures");
+            }
+            // Authorizations abandoned at an external provider's page.
+            if let Err(e) = state.store.purge_expired_external_authorizations(now).await {
+                tracing::warn!(error = %e, "could not purge expired external authorizations");
             }
         }
     })

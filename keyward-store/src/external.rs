@@ -751,6 +751,35 @@ macro_rules! impl_external_app_store {
                         .filter(|authorization| authorization.expires_at > now))
                 }
 
+                async fn purge_expired_external_authorizations(
+                    &self,
+                    now: OffsetDateTime,
+                ) -> StoreResult<u64> {
+                    // Compared here, not in SQL: SQLite keeps times as text. Pending
+                    // authorizations live minutes, so there are few rows to look at.
+                    let rows: Vec<(Vec<u8>, OffsetDateTime)> = ::sqlx::query_as(
+                        "SELECT state_digest, expires_at FROM external_authorizations",
+                    )
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(internal)?;
+                    let mut purged = 0;
+                    for (state_digest, expires_at) in rows {
+                        if expires_at > now {
+                            continue;
+                        }
+                        let done = ::sqlx::query(
+                            "DELETE FROM external_authorizations WHERE state_digest = $1",
+                        )
+                        .bind(&state_digest)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(internal)?;
+                        purged += done.rows_affected();
+                    }
+                    Ok(purged)
+                }
+
                 async fn grant_account_permission(
                     &self,
                     account_id: &str,

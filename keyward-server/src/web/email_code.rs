@@ -28,7 +28,7 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use super::flow;
-use super::pages::{client_name, csrf_refused, failed, signed_in};
+use super::pages::{client_name, csrf_refused, failed, signed_in, Next};
 use super::templates::page;
 use super::{enc, see_other, session, ClientAddr, Csrf};
 use crate::audit::{self, Actor};
@@ -520,8 +520,10 @@ pub async fn verify_submit(
                 &headers,
                 &request_id,
                 &user,
-                &form.interaction,
-                None,
+                Next {
+                    interaction: &form.interaction,
+                    return_to: None,
+                },
                 "auth.sign_in",
                 json!({ "method": "email_code" }),
             )

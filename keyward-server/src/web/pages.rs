@@ -221,12 +221,21 @@ pub async fn sign_in_submit(
         &headers,
         &request_id,
         &user,
-        &form.interaction,
-        local_path(form.return_to.as_deref()),
+        Next {
+            interaction: &form.interaction,
+            return_to: local_path(form.return_to.as_deref()),
+        },
         "auth.sign_in",
         json!({ "method": "password" }),
     )
     .await
+}
+
+/// Where a sign-in continues: the authorization request's interaction, or else a local
+/// path (already checked with [`local_path`]).
+pub(super) struct Next<'a> {
+    pub interaction: &'a str,
+    pub return_to: Option<&'a str>,
 }
 
 /// After a successful sign-in or sign-up: a new session, then the next step of the
@@ -237,11 +246,14 @@ pub(super) async fn signed_in(
     headers: &HeaderMap,
     request_id: &RequestId,
     user: &User,
-    interaction: &str,
-    return_to: Option<&str>,
+    next: Next<'_>,
     action: &'static str,
     details: serde_json::Value,
 ) -> Response {
+    let Next {
+        interaction,
+        return_to,
+    } = next;
     let result = async {
         let (_session, cookie) = session::start(state, headers, &user.id).await?;
         audit::record(
@@ -410,8 +422,10 @@ pub async fn sign_up_submit(
                 &headers,
                 &request_id,
                 &user,
-                &form.interaction,
-                None,
+                Next {
+                    interaction: &form.interaction,
+                    return_to: None,
+                },
                 "auth.sign_up",
                 json!({}),
             )

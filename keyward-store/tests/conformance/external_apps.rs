@@ -1024,6 +1024,33 @@ async fn authorizations_are_single_use(store: Arc<dyn Store>) {
         None
     );
 
+    // The purge takes the expired ones and leaves the live ones.
+    let stale = authorization(&a.id, &users[0], 600, false);
+    let live = authorization(&a.id, &users[0], 1200, true);
+    store.create_external_authorization(&stale).await.unwrap();
+    store.create_external_authorization(&live).await.unwrap();
+    assert_eq!(
+        store
+            .purge_expired_external_authorizations(t(600))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .take_external_authorization(&stale.state_digest, t(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_external_authorization(&live.state_digest, t(601))
+            .await
+            .unwrap(),
+        Some(live)
+    );
+
     assert_err!(
         store
             .create_external_authorization(&authorization("xap_missing", &users[0], 600, true))
