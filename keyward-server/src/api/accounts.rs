@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use super::{checked_id, page_request, to_page};
 use crate::audit::Audit;
 use crate::error::ApiError;
+use crate::external::PendingRevocations;
 use crate::extract::{ApiJson, ApiQuery, Caller, RequestId};
 use crate::state::AppState;
 
@@ -203,8 +204,13 @@ pub async fn delete(
         caller.require("accounts:write")?;
         let ApiQuery(query) = query?;
         checked_id(IdKind::Account, &id, "account")?;
+        let connections = PendingRevocations::for_account(&state, &id, query.cascade).await?;
         let deleted = state.store.delete_account(&id, query.cascade).await?;
         audit.detail("accounts_deleted", deleted);
+        if !connections.is_empty() {
+            audit.detail("external_connections_deleted", connections.len());
+        }
+        connections.revoke_in_background(&state);
         Ok(StatusCode::NO_CONTENT)
     }
     .await;

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use super::{checked_id, page_request, to_page};
 use crate::audit::Audit;
 use crate::error::ApiError;
+use crate::external::PendingRevocations;
 use crate::extract::{ApiJson, ApiQuery, Caller, RequestId};
 use crate::state::AppState;
 
@@ -335,7 +336,8 @@ pub struct DeleteUserQuery {
     pub force: bool,
 }
 
-/// Deletes the user and their memberships.
+/// Deletes the user, their memberships and their external connections (whose tokens are
+/// then revoked at the servers, best effort).
 #[utoipa::path(operation_id = "users_delete", delete, path = "/api/users/{id}", tag = "users", params(DeleteUserQuery),
     responses((status = 204), (status = 404, body = proto::Problem), (status = 409, body = proto::Problem)),
     security(("bearer" = ["users:write"])))]
@@ -356,7 +358,12 @@ pub async fn delete(
         if query.force {
             audit.detail("force", true);
         }
+        let connections = PendingRevocations::for_user(&state, &id).await?;
         state.store.delete_user(&id, query.force).await?;
+        if !connections.is_empty() {
+            audit.detail("external_connections_deleted", connections.len());
+        }
+        connections.revoke_in_background(&state);
         Ok(StatusCode::NO_CONTENT)
     }
     .await;

@@ -508,6 +508,138 @@ pub async fn revoke_best_effort(
     }
 }
 
+/// Connections a deletion is about to remove (with their applications), gathered before
+/// it so that their tokens can still be opened and revoked at the servers once the rows
+/// are gone, as when an application is reset.
+#[derive(Default)]
+pub struct PendingRevocations(Vec<(ExternalApplication, ExternalConnection)>);
+
+/// Page size when gathering connections and accounts for a deletion.
+const GATHER_PAGE: u32 = 500;
+
+impl PendingRevocations {
+    /// Every connection of the user.
+    pub async fn for_user(state: &AppState, user_id: &str) -> Result<Self, ApiError> {
+        let mut pending = Self::default();
+        let mut apps: std::collections::HashMap<String, Option<ExternalApplication>> =
+            std::collections::HashMap::new();
+        for connection in state.store.list_user_external_connections(user_id).await? {
+            let app_id = connection.external_application_id.clone();
+            if !apps.contains_key(&app_id) {
+                let app = state.store.get_external_application(&app_id).await?;
+                apps.insert(app_id.clone(), app);
+            }
+            if let Some(Some(app)) = apps.get(&app_id) {
+                pending.0.push((app.clone(), connection));
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Every connection to an application of the account and, with `cascade`, of its
+    /// descendant accounts (which the deletion takes too).
+    pub async fn for_account(
+        state: &AppState,
+        account_id: &str,
+        cascade: bool,
+    ) -> Result<Self, ApiError> {
+        let mut pending = Self::default();
+        let mut accounts = vec![account_id.to_owned()];
+        while let Some(account) = accounts.pop() {
+            if cascade {
+                let filter = keyward_core::store::AccountFilter {
+                    parent_account_id: Some(account.clone()),
+                    member_user_id: None,
+                };
+                let mut cursor = None;
+                loop {
+                    let page = page(cursor.take());
+                    let mut children = state.store.list_accounts(&filter, &page).await?;
+                    let more = children.len() > GATHER_PAGE as usize;
+                    children.truncate(GATHER_PAGE as usize);
+                    cursor = children.last().map(|c| c.id.clone());
+                    accounts.extend(children.into_iter().map(|c| c.id));
+                    if !more {
+                        break;
+                    }
+                }
+            }
+            let mut cursor = None;
+            loop {
+                let mut apps = state
+                    .store
+                    .list_external_applications(&account, &page(cursor.take()))
+                    .await?;
+                let more = apps.len() > GATHER_PAGE as usize;
+                apps.truncate(GATHER_PAGE as usize);
+                cursor = apps.last().map(|a| a.id.clone());
+                for app in apps {
+                    pending.add_application(state, app).await?;
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn add_application(
+        &mut self,
+        state: &AppState,
+        app: ExternalApplication,
+    ) -> Result<(), ApiError> {
+        let mut cursor = None;
+        loop {
+            let mut connections = state
+                .store
+                .list_application_external_connections(&app.id, &page(cursor.take()))
+                .await?;
+            let more = connections.len() > GATHER_PAGE as usize;
+            connections.truncate(GATHER_PAGE as usize);
+            cursor = connections.last().map(|c| c.id.clone());
+            self.0
+                .extend(connections.into_iter().map(|c| (app.clone(), c)));
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Revokes them at their servers in the background (best effort, a few at a time):
+    /// the deletion has happened and does not wait on other servers.
+    pub fn revoke_in_background(self, state: &AppState) {
+        if self.0.is_empty() {
+            return;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(self.0)
+                .for_each_concurrent(8, |(app, connection)| {
+                    let state = state.clone();
+                    async move { revoke_best_effort(&state, &app, &connection).await }
+                })
+                .await;
+        });
+    }
+}
+
+fn page(cursor: Option<String>) -> keyward_core::store::PageRequest {
+    keyward_core::store::PageRequest {
+        cursor,
+        limit: GATHER_PAGE,
+    }
+}
+
 /// The connection and its tokens for (application, user), valid for at least the refresh
 /// margin. Refreshes when needed, with exactly one refresh in flight per connection across
 /// every request and node: the store's refresh lease is a conditional write on the

@@ -30,6 +30,18 @@ struct Provider {
     /// Answer refreshes without a new refresh token.
     keep_refresh_token: AtomicBool,
     last_refresh_token: std::sync::Mutex<String>,
+    /// Tokens sent to the RFC 7009 revocation endpoint.
+    revoked: std::sync::Mutex<Vec<String>>,
+}
+
+async fn provider_revoke(
+    State(p): State<Arc<Provider>>,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> axum::http::StatusCode {
+    if let Some(token) = form.get("token") {
+        p.revoked.lock().unwrap().push(token.clone());
+    }
+    axum::http::StatusCode::OK
 }
 
 async fn provider_token(
@@ -68,6 +80,7 @@ async fn start_provider() -> (String, Arc<Provider>) {
     let provider = Arc::new(Provider::default());
     let app = Router::new()
         .route("/token", post(provider_token))
+        .route("/revoke", post(provider_revoke))
         .route(
             "/api/me",
             get(|headers: axum::http::HeaderMap| async move {
@@ -158,6 +171,7 @@ async fn fixture(server: &TestServer) -> Fixture {
                 "mode": "direct",
                 "authorization_url": format!("{provider_base}/authorize"),
                 "token_url": format!("{provider_base}/token"),
+                "revocation_url": format!("{provider_base}/revoke"),
                 "egress_hosts": [format!("127.0.0.1:{port}")],
             })),
         )
@@ -705,7 +719,71 @@ async fn two_nodes_on_postgres_refresh_once() {
     assert_eq!(f.provider.refreshes.load(Ordering::SeqCst), 1);
 }
 
+/// Waits (a little) for the background revocation to reach the provider.
+async fn revoked_eventually(provider: &Provider, token: &str) -> bool {
+    for _ in 0..100 {
+        if provider.revoked.lock().unwrap().iter().any(|t| t == token) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Deleting a user, or an account with its external applications, deletes the
+/// connections and revokes their tokens at the server (RFC 7009), as a reset does.
+async fn deleting_a_user_or_account_revokes_connections(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let f = fixture(&server).await;
+    let bob = create_user(&server, &f.admin, &f.account_id).await;
+    connect(&server, &f.app_id, &f.user_id, 3600).await;
+    connect(&server, &f.app_id, &bob, 3600).await;
+
+    let (status, body) = server
+        .call("DELETE", &format!("/api/users/{bob}"), &f.admin, None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(revoked_eventually(&f.provider, &format!("initial-{bob}")).await);
+    assert!(!f
+        .provider
+        .revoked
+        .lock()
+        .unwrap()
+        .contains(&format!("initial-{}", f.user_id)));
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/api/external-applications/{}/connections", f.app_id),
+            &f.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body}");
+
+    let (status, body) = server
+        .call(
+            "DELETE",
+            &format!("/api/accounts/{}?cascade=true", f.account_id),
+            &f.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(revoked_eventually(&f.provider, &format!("initial-{}", f.user_id)).await);
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/api/external-applications/{}", f.app_id),
+            &f.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
 on_both_stores!(
+    deleting_a_user_or_account_revokes_connections,
     fifty_concurrent_requests_refresh_once,
     refresh_keeps_the_old_refresh_token_when_none_is_sent,
     refused_refresh_requires_reauthorization,
