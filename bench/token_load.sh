@@ -130,11 +130,13 @@ start_keyward() {
   [ "$health" = 200 ] || die "$name: /healthz answered $health (log: $dir/server.log)"
 }
 
-# start_baseline PORT: sets SERVER_PID.
+# start_baseline PORT SCOPE: sets SERVER_PID. SCOPE is the scope Keyward's tokens carry,
+# so that both sign and send tokens of the same size (the admin client holds every
+# management scope: about 200 bytes more per token than a short default would be).
 start_baseline() {
-  local port=$1
+  local port=$1 scope=$2
   "$BASELINE" --listen "127.0.0.1:$port" --client-id "$CLIENT_ID" --client-secret "$CLIENT_SECRET" \
-    --audience "http://127.0.0.1:$port/api" >"$RUN_DIR/baseline.log" 2>&1 &
+    --audience "http://127.0.0.1:$port/api" --scope "$scope" >"$RUN_DIR/baseline.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   wait_http "http://127.0.0.1:$port/oauth2/token" "$SERVER_PID" "$RUN_DIR/baseline.log"
@@ -209,10 +211,11 @@ while [ "$BASE_PORT" = "$KW_PORT" ]; do BASE_PORT=$(free_port); done
 log "starting keyward (SQLite) on 127.0.0.1:$KW_PORT"
 start_keyward keyward-sqlite "sqlite://$RUN_DIR/keyward-sqlite/keyward.db" "$KW_PORT"
 KW_PID=$SERVER_PID
-log "starting token-baseline on 127.0.0.1:$BASE_PORT"
-start_baseline "$BASE_PORT"
-BASELINE_PID=$SERVER_PID
 check_token keyward-sqlite "http://127.0.0.1:$KW_PORT"
+KW_SCOPE=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["scope"])' "$RUN_DIR/keyward-sqlite-token.json")
+log "starting token-baseline on 127.0.0.1:$BASE_PORT (scope as Keyward's: $KW_SCOPE)"
+start_baseline "$BASE_PORT" "$KW_SCOPE"
+BASELINE_PID=$SERVER_PID
 check_token baseline "http://127.0.0.1:$BASE_PORT"
 
 # --- measured runs, one server under load at a time -----------------------------------------

@@ -240,6 +240,11 @@ async fn token(
     }
 }
 
+/// The same allocator as the `keyward` binary, so that the ratio measures the work each
+/// does per token and not the allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let listen = args.listen.clone();

@@ -7,6 +7,11 @@ mod import_cmd;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the request paths allocate many small, short-lived
+/// buffers, and the token endpoint gains ~9 % throughput (bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
