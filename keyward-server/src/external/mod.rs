@@ -551,59 +551,38 @@ impl PendingRevocations {
                     parent_account_id: Some(account.clone()),
                     member_user_id: None,
                 };
-                let mut cursor = None;
-                loop {
-                    let page = page(cursor.take());
-                    let mut children = state.store.list_accounts(&filter, &page).await?;
-                    let more = children.len() > GATHER_PAGE as usize;
-                    children.truncate(GATHER_PAGE as usize);
-                    cursor = children.last().map(|c| c.id.clone());
-                    accounts.extend(children.into_iter().map(|c| c.id));
-                    if !more {
-                        break;
-                    }
-                }
+                let filter = &filter;
+                let children = every_page(
+                    |page| async move { state.store.list_accounts(filter, &page).await },
+                    |child: &keyward_core::model::Account| &child.id,
+                )
+                .await?;
+                accounts.extend(children.into_iter().map(|child| child.id));
             }
-            let mut cursor = None;
-            loop {
-                let mut apps = state
-                    .store
-                    .list_external_applications(&account, &page(cursor.take()))
-                    .await?;
-                let more = apps.len() > GATHER_PAGE as usize;
-                apps.truncate(GATHER_PAGE as usize);
-                cursor = apps.last().map(|a| a.id.clone());
-                for app in apps {
-                    pending.add_application(state, app).await?;
-                }
-                if !more {
-                    break;
-                }
+            let account = account.as_str();
+            let apps = every_page(
+                |page| async move { state.store.list_external_applications(account, &page).await },
+                |app: &ExternalApplication| &app.id,
+            )
+            .await?;
+            for app in apps {
+                let app_id = app.id.as_str();
+                let connections = every_page(
+                    |page| async move {
+                        state
+                            .store
+                            .list_application_external_connections(app_id, &page)
+                            .await
+                    },
+                    |connection: &ExternalConnection| &connection.id,
+                )
+                .await?;
+                pending
+                    .0
+                    .extend(connections.into_iter().map(|c| (app.clone(), c)));
             }
         }
         Ok(pending)
-    }
-
-    async fn add_application(
-        &mut self,
-        state: &AppState,
-        app: ExternalApplication,
-    ) -> Result<(), ApiError> {
-        let mut cursor = None;
-        loop {
-            let mut connections = state
-                .store
-                .list_application_external_connections(&app.id, &page(cursor.take()))
-                .await?;
-            let more = connections.len() > GATHER_PAGE as usize;
-            connections.truncate(GATHER_PAGE as usize);
-            cursor = connections.last().map(|c| c.id.clone());
-            self.0
-                .extend(connections.into_iter().map(|c| (app.clone(), c)));
-            if !more {
-                return Ok(());
-            }
-        }
     }
 
     pub fn len(&self) -> usize {
@@ -633,10 +612,28 @@ impl PendingRevocations {
     }
 }
 
-fn page(cursor: Option<String>) -> keyward_core::store::PageRequest {
-    keyward_core::store::PageRequest {
-        cursor,
-        limit: GATHER_PAGE,
+/// Every row of a cursor-paged store list (the store answers up to `limit + 1` rows; the
+/// last one kept is the next cursor).
+async fn every_page<T, F, Fut>(mut fetch: F, id_of: impl Fn(&T) -> &str) -> Result<Vec<T>, ApiError>
+where
+    F: FnMut(keyward_core::store::PageRequest) -> Fut,
+    Fut: std::future::Future<Output = keyward_core::store::StoreResult<Vec<T>>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let mut rows = fetch(keyward_core::store::PageRequest {
+            cursor: cursor.take(),
+            limit: GATHER_PAGE,
+        })
+        .await?;
+        let more = rows.len() > GATHER_PAGE as usize;
+        rows.truncate(GATHER_PAGE as usize);
+        cursor = rows.last().map(|row| id_of(row).to_owned());
+        all.extend(rows);
+        if !more {
+            return Ok(all);
+        }
     }
 }
 

@@ -761,6 +761,42 @@ async fn deleting_a_user_or_account_revokes_connections(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body}");
 
+    // A child account's application goes with the cascade, and its connections' tokens too.
+    let (status, child) = server
+        .call(
+            "POST",
+            &format!("/api/accounts/{}/accounts", f.account_id),
+            &f.admin,
+            Some(json!({ "name": "Team" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{child}");
+    let port = f.provider_base.rsplit(':').next().unwrap();
+    let (status, child_app) = server
+        .call(
+            "POST",
+            &format!(
+                "/api/accounts/{}/external-applications",
+                child["id"].as_str().unwrap()
+            ),
+            &f.admin,
+            Some(json!({
+                "name": "Team CRM",
+                "approval_prompt": "Connect the team's CRM",
+                "client_id": "team-client",
+                "client_secret": "team-secret",
+                "mode": "direct",
+                "authorization_url": format!("{}/authorize", f.provider_base),
+                "token_url": format!("{}/token", f.provider_base),
+                "revocation_url": format!("{}/revoke", f.provider_base),
+                "egress_hosts": [format!("127.0.0.1:{port}")],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{child_app}");
+    let carol = create_user(&server, &f.admin, &f.account_id).await;
+    connect(&server, child_app["id"].as_str().unwrap(), &carol, 3600).await;
+
     let (status, body) = server
         .call(
             "DELETE",
@@ -771,6 +807,7 @@ async fn deleting_a_user_or_account_revokes_connections(backend: Backend) {
         .await;
     assert_eq!(status, 204, "{body}");
     assert!(revoked_eventually(&f.provider, &format!("initial-{}", f.user_id)).await);
+    assert!(revoked_eventually(&f.provider, &format!("initial-{carol}")).await);
     let (status, _) = server
         .call(
             "GET",
