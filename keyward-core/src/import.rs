@@ -150,6 +150,48 @@ pub struct ImportBatch {
     pub candidates: Vec<ImportCandidate>,
     pub errors: Vec<ImportRowError>,
     pub last_row: u64,
+    /// The job's resume point this batch continues from. When set, the store commits the
+    /// batch only if the job's `rows_processed` is exactly this value at commit time, so
+    /// that two batches written concurrently still commit in file order and a batch never
+    /// commits after the one before it failed (`Conflict("import_batch_out_of_order")`).
+    pub follows_row: Option<u64>,
+}
+
+impl ImportBatch {
+    /// The values of this batch that a stored user is matched by or that a uniqueness
+    /// rule covers (ids, external ids, emails and usernames case-folded, phones, social
+    /// identities), each tagged with its kind. Two batches that share none of them cannot
+    /// match the same user or collide on a unique value, so writing them concurrently
+    /// gives what writing them one after the other gives.
+    pub fn unique_keys(&self) -> std::collections::HashSet<String> {
+        let mut keys = std::collections::HashSet::with_capacity(self.candidates.len() * 6);
+        for c in &self.candidates {
+            let u = &c.user;
+            keys.insert(format!("i:{}", u.id));
+            if let Some(v) = &u.external_id {
+                keys.insert(format!("x:{}", v));
+            }
+            if let Some(v) = &u.primary_email {
+                keys.insert(format!("e:{}", v.to_lowercase()));
+            }
+            if let Some(v) = &u.username {
+                keys.insert(format!("u:{}", v.to_lowercase()));
+            }
+            if let Some(v) = &u.primary_phone {
+                keys.insert(format!("p:{}", v));
+            }
+            if let Some(identities) = u.identities.as_object() {
+                for (provider, identity) in identities {
+                    let id = identity
+                        .get("user_id")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("");
+                    keys.insert(format!("g:{provider}\u{0}{id}"));
+                }
+            }
+        }
+        keys
+    }
 }
 
 /// What the store did with a batch.

@@ -542,7 +542,12 @@ pub trait ImportStore: Send + Sync {
     /// breaks a uniqueness rule with its conflict code as the row error; records the
     /// errors, adds the counts to the job, moves its resume point to `batch.last_row` and
     /// renews its heartbeat. With `dry_run` the user writes are rolled back and only the
-    /// job's figures are kept. Errors: `NotFound("import_job")`, `Conflict("job_not_running")`.
+    /// job's figures are kept. With `batch.follows_row` set, nothing is committed unless the
+    /// job's resume point is that row when the batch is done (the batch before it has
+    /// committed): the job's row is locked only at that last step, so a second batch can be
+    /// written while the first is still in its transaction.
+    /// Errors: `NotFound("import_job")`, `Conflict("job_not_running")`,
+    /// `Conflict("import_batch_out_of_order")`.
     async fn apply_import_batch(
         &self,
         job_id: &str,

@@ -739,10 +739,11 @@ macro_rules! impl_import_store {
                     now: OffsetDateTime,
                 ) -> StoreResult<BatchOutcome> {
                     let mut tx = self.begin_write().await?;
-                    let job: Option<(String, String, bool)> = ::sqlx::query_as(&format!(
-                        "SELECT status, mode, dry_run FROM import_jobs WHERE id = $1 {}",
-                        $for_update
-                    ))
+                    // Not locked here: the job's row is locked by the last statement, so a
+                    // batch that follows this one can do its user writes meanwhile.
+                    let job: Option<(String, String, bool)> = ::sqlx::query_as(
+                        "SELECT status, mode, dry_run FROM import_jobs WHERE id = $1",
+                    )
                     .bind(job_id)
                     .fetch_optional(&mut *tx)
                     .await
@@ -782,10 +783,14 @@ macro_rules! impl_import_store {
                         .map_err(internal)?;
                     }
                     let c: &ImportCounts = &outcome.counts;
-                    ::sqlx::query(
+                    // On PostgreSQL a batch that reaches this while the one before it holds
+                    // the row waits for it, then sees its committed resume point.
+                    let moved = ::sqlx::query(
                         "UPDATE import_jobs SET created = created + $2, updated = updated + $3, \
                          unchanged = unchanged + $4, skipped = skipped + $5, failed = failed + $6, \
-                         rows_processed = $7, heartbeat_at = $8, updated_at = $9 WHERE id = $1",
+                         rows_processed = $7, heartbeat_at = $8, updated_at = $9 \
+                         WHERE id = $1 AND status = 'running' \
+                         AND ($10 IS NULL OR rows_processed = $10)",
                     )
                     .bind(job_id)
                     .bind(signed(c.created))
@@ -796,9 +801,24 @@ macro_rules! impl_import_store {
                     .bind(signed(batch.last_row))
                     .bind(unix(now))
                     .bind(utc(now))
+                    .bind(batch.follows_row.map(signed))
                     .execute(&mut *tx)
                     .await
                     .map_err(internal)?;
+                    if moved.rows_affected() == 0 {
+                        let status: Option<String> =
+                            ::sqlx::query_scalar("SELECT status FROM import_jobs WHERE id = $1")
+                                .bind(job_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(internal)?;
+                        // Dropping `tx` rolls the batch back.
+                        return Err(match status.as_deref() {
+                            None => StoreError::NotFound("import_job"),
+                            Some("running") => StoreError::Conflict("import_batch_out_of_order"),
+                            Some(_) => StoreError::Conflict("job_not_running"),
+                        });
+                    }
                     tx.commit().await.map_err(internal)?;
                     Ok(outcome)
                 }

@@ -10,14 +10,15 @@
 
 pub mod api;
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::id::{new_id, IdKind};
 use keyward_core::import::{
-    ImportBatch, ImportCandidate, ImportCounts, ImportJob, ImportJobStatus, ImportMode,
-    ImportRowError,
+    BatchOutcome, ImportBatch, ImportCandidate, ImportCounts, ImportJob, ImportJobStatus,
+    ImportMode, ImportRowError,
 };
 use keyward_core::model::User;
 use keyward_core::store::{Store, StoreResult};
@@ -101,35 +102,35 @@ where
     let parser =
         tokio::task::spawn_blocking(move || parse_into_batches(reader, &format, &source, &tx));
 
-    let mut total = Progress::default();
+    let mut writer = BatchWriter {
+        store: store.clone(),
+        job_id: Arc::from(job_id),
+        total: Progress::default(),
+        resume_point: 0,
+        in_flight: None,
+        progress,
+    };
     let mut store_error = None;
     loop {
-        let batch = match tokio::time::timeout(HEARTBEAT_EVERY, rx.recv()).await {
-            Ok(Some(batch)) => batch,
+        let next = match tokio::time::timeout(HEARTBEAT_EVERY, rx.recv()).await {
+            Ok(Some(batch)) => Some(batch),
             Ok(None) => break,
             // Nothing arrived for a while: an empty batch renews the heartbeat.
-            Err(_) => ImportBatch {
-                last_row: total.rows,
-                ..Default::default()
-            },
+            Err(_) => None,
         };
-        match store
-            .apply_import_batch(job_id, &batch, OffsetDateTime::now_utc())
-            .await
-        {
-            Ok(outcome) => {
-                total.rows = total.rows.max(batch.last_row);
-                total.counts.add(&outcome.counts);
-                if let Some(progress) = &progress {
-                    progress.send_replace(total);
-                }
-            }
-            Err(e) => {
-                store_error = Some(e);
-                break;
-            }
+        let submitted = match next {
+            Some(batch) => writer.submit(batch).await,
+            None => writer.heartbeat().await,
+        };
+        if let Err(e) = submitted {
+            store_error = Some(e);
+            break;
         }
     }
+    if store_error.is_none() {
+        store_error = writer.settle().await.err();
+    }
+    let total = writer.total;
     // Dropping the receiver stops the parser at its next batch.
     drop(rx);
     let parsed = parser.await;
@@ -162,6 +163,141 @@ where
         .get_import_job(job_id)
         .await?
         .ok_or(keyward_core::StoreError::NotFound("import_job"))
+}
+
+/// Writes a job's batches, two at a time where that changes nothing: while one batch is
+/// in its transaction the next one is written too (on PostgreSQL each has its own
+/// connection and backend, so both cores work), unless the two share a unique value
+/// (`ImportBatch::unique_keys`), in which case the second starts after the first.
+///
+/// Each batch names the resume point it follows (`follows_row`), so the store commits
+/// them in file order and never commits one whose predecessor failed. A batch that failed
+/// while another was written beside it (it reached the job's row first, or the two
+/// deadlocked) is written once more, alone, after every batch before it is settled: only a
+/// failure on its own ends the job.
+struct BatchWriter {
+    store: Arc<dyn Store>,
+    job_id: Arc<str>,
+    total: Progress,
+    /// The `last_row` of the latest batch submitted: the resume point the next one follows.
+    resume_point: u64,
+    in_flight: Option<InFlight>,
+    progress: Option<watch::Sender<Progress>>,
+}
+
+type BatchTask = tokio::task::JoinHandle<(ImportBatch, StoreResult<BatchOutcome>)>;
+
+struct InFlight {
+    keys: HashSet<String>,
+    task: BatchTask,
+    /// Started while the batch before it was still in flight.
+    beside_another: bool,
+}
+
+impl BatchWriter {
+    fn spawn(&self, batch: ImportBatch) -> BatchTask {
+        let store = self.store.clone();
+        let job_id = self.job_id.clone();
+        tokio::spawn(async move {
+            let result = store
+                .apply_import_batch(&job_id, &batch, OffsetDateTime::now_utc())
+                .await;
+            (batch, result)
+        })
+    }
+
+    async fn apply_alone(&mut self, batch: &ImportBatch) -> StoreResult<()> {
+        let outcome = self
+            .store
+            .apply_import_batch(&self.job_id, batch, OffsetDateTime::now_utc())
+            .await?;
+        self.record(batch, &outcome);
+        Ok(())
+    }
+
+    fn record(&mut self, batch: &ImportBatch, outcome: &BatchOutcome) {
+        self.total.rows = self.total.rows.max(batch.last_row);
+        self.total.counts.add(&outcome.counts);
+        if let Some(progress) = &self.progress {
+            progress.send_replace(self.total);
+        }
+    }
+
+    /// Starts writing `batch` and returns once at most one batch is in flight.
+    async fn submit(&mut self, mut batch: ImportBatch) -> StoreResult<()> {
+        batch.follows_row = Some(self.resume_point);
+        self.resume_point = self.resume_point.max(batch.last_row);
+        let keys = batch.unique_keys();
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|older| !older.keys.is_disjoint(&keys))
+        {
+            self.settle().await?;
+        }
+        let younger = InFlight {
+            keys,
+            task: self.spawn(batch),
+            beside_another: self.in_flight.is_some(),
+        };
+        let Some(older) = self.in_flight.replace(younger) else {
+            return Ok(());
+        };
+        let (older_batch, older_result) = join(older.task).await?;
+        match older_result {
+            Ok(outcome) => {
+                self.record(&older_batch, &outcome);
+                Ok(())
+            }
+            Err(_) => {
+                // The younger batch cannot commit after a failed one: let it give up,
+                // then write both again, alone and in order.
+                let Some(younger) = self.in_flight.take() else {
+                    return Ok(());
+                };
+                let (younger_batch, younger_result) = join(younger.task).await?;
+                self.apply_alone(&older_batch).await?;
+                match younger_result {
+                    Ok(outcome) => self.record(&younger_batch, &outcome),
+                    Err(_) => self.apply_alone(&younger_batch).await?,
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the batch in flight, if any.
+    async fn settle(&mut self) -> StoreResult<()> {
+        let Some(current) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (batch, result) = join(current.task).await?;
+        match result {
+            Ok(outcome) => {
+                self.record(&batch, &outcome);
+                Ok(())
+            }
+            // It may have lost to the batch written beside it, which is settled now.
+            Err(_) if current.beside_another => self.apply_alone(&batch).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renews the job's heartbeat with an empty batch, after the batch in flight.
+    async fn heartbeat(&mut self) -> StoreResult<()> {
+        self.settle().await?;
+        let batch = ImportBatch {
+            last_row: self.resume_point,
+            follows_row: Some(self.resume_point),
+            ..Default::default()
+        };
+        self.apply_alone(&batch).await
+    }
+}
+
+async fn join(task: BatchTask) -> StoreResult<(ImportBatch, StoreResult<BatchOutcome>)> {
+    task.await
+        .map_err(|e| keyward_core::StoreError::Internal(format!("import batch task: {e}")))
 }
 
 /// The blocking half: parses, converts and batches rows; stops when the worker is gone.

@@ -447,8 +447,68 @@ async fn import_refusals(backend: Backend) {
     assert_eq!(job["counts"]["created"], 20_000);
 }
 
+/// Batches of a job are written two at a time where that changes nothing (the second
+/// after the first when they share a unique value); the outcome is what one batch after
+/// the other gives: a row matching a user created a batch earlier updates it, a row taking
+/// a username or an email from an earlier batch is reported, and every other row is in.
+async fn batches_written_side_by_side_match_one_at_a_time(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.admin_token().await;
+    // Four batches of 5,000 rows (`import::BATCH_ROWS`); the first three are tied by the
+    // rows below, the fourth shares nothing with the third and is written beside it.
+    let mut rows: Vec<Value> = (1..=20_000)
+        .map(|i| {
+            json!({
+                "external_id": format!("p{i}"),
+                "username": format!("pipe{i}"),
+                "primary_email": format!("pipe{i}@example.com"),
+                "primary_phone": format!("+1202{i:07}"),
+                "identities": { "github": { "user_id": format!("gh-pipe-{i}") } },
+            })
+        })
+        .collect();
+    // Row 5,003 is row 2 again, renamed: an update of the user the first batch created.
+    rows[5_002] = json!({ "external_id": "p2", "username": "pipe2", "name": "Renamed",
+        "primary_email": "pipe2@example.com", "primary_phone": "+12020000002",
+        "identities": { "github": { "user_id": "gh-pipe-2" } } });
+    // Row 5,004 takes row 3's username (case aside); row 10,005 takes row 5,010's email.
+    rows[5_003]["username"] = json!("PIPE3");
+    rows[10_004]["primary_email"] = json!("PIPE5010@example.com");
+    let (status, job) = import(
+        &server,
+        &admin,
+        &[("source", "pipe"), ("mode", "upsert")],
+        ndjson(&rows),
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["rows_processed"], 20_000, "{job}");
+    assert_eq!(job["counts"]["created"], 19_997, "{job}");
+    assert_eq!(job["counts"]["updated"], 1, "{job}");
+    assert_eq!(job["counts"]["failed"], 2, "{job}");
+    let errors: Vec<(u64, &str)> = job["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(errors, [(5_004, "username_taken"), (10_005, "email_taken")]);
+    assert_eq!(count_users(&server, &admin, "pipe").await, 19_997);
+    let (status, page) = server
+        .call(
+            "GET",
+            "/api/users?external_id=p2&external_source=pipe",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"][0]["name"], "Renamed", "{page}");
+}
+
 on_both_stores!(
     imported_users_sign_in_and_are_upgraded,
+    batches_written_side_by_side_match_one_at_a_time,
     every_source_format_imports_through_the_api,
     import_refusals
 );

@@ -59,6 +59,7 @@ fn batch(candidates: Vec<ImportCandidate>, errors: Vec<ImportRowError>) -> Impor
         candidates,
         errors,
         last_row,
+        follows_row: None,
     }
 }
 
@@ -504,3 +505,77 @@ async fn conflicts_are_named_alike_and_never_touch_the_other_user(store: Arc<dyn
     assert_eq!(store.get_user("legacy-id-1").await.unwrap().unwrap(), local);
 }
 conformance!(conflicts_are_named_alike_and_never_touch_the_other_user => import_conflict_names_sqlite, import_conflict_names_postgres);
+
+async fn batches_commit_only_after_the_one_they_follow(store: Arc<dyn Store>) {
+    store
+        .create_import_job(&job("imp_o", ImportMode::Create, false))
+        .await
+        .unwrap();
+    let first = ImportBatch {
+        follows_row: Some(0),
+        ..batch(vec![imported(1, "o1", "o1@example.com")], vec![])
+    };
+    let mut second = ImportBatch {
+        follows_row: Some(1),
+        ..batch(vec![imported(2, "o2", "o2@example.com")], vec![])
+    };
+    second.errors.push(ImportRowError {
+        row: 3,
+        code: "invalid_field".into(),
+        field: Some("email".into()),
+        message: "not an email address".into(),
+        external_id: Some("o3".into()),
+    });
+    second.last_row = 3;
+    // The second batch before the first has committed: nothing of it is kept.
+    assert_err!(
+        store.apply_import_batch("imp_o", &second, t(1)).await,
+        StoreError::Conflict("import_batch_out_of_order")
+    );
+    assert!(by_external(&store, "o2").await.is_empty());
+    assert!(store
+        .list_import_errors("imp_o", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let untouched = store.get_import_job("imp_o").await.unwrap().unwrap();
+    assert_eq!(
+        (untouched.rows_processed, untouched.counts),
+        (0, ImportCounts::default())
+    );
+
+    // In order, both commit.
+    store
+        .apply_import_batch("imp_o", &first, t(2))
+        .await
+        .unwrap();
+    store
+        .apply_import_batch("imp_o", &second, t(3))
+        .await
+        .unwrap();
+    let done = store.get_import_job("imp_o").await.unwrap().unwrap();
+    assert_eq!(done.rows_processed, 3);
+    assert_eq!((done.counts.created, done.counts.failed), (2, 1));
+    assert_eq!(by_external(&store, "o2").await.len(), 1);
+
+    // A batch replayed after its place has passed is refused too.
+    assert_err!(
+        store.apply_import_batch("imp_o", &first, t(4)).await,
+        StoreError::Conflict("import_batch_out_of_order")
+    );
+    // And a stopped job still answers as such.
+    store
+        .finish_import_job("imp_o", ImportJobStatus::Failed, None, t(5))
+        .await
+        .unwrap();
+    let third = ImportBatch {
+        follows_row: Some(3),
+        ..batch(vec![imported(4, "o4", "o4@example.com")], vec![])
+    };
+    assert_err!(
+        store.apply_import_batch("imp_o", &third, t(6)).await,
+        StoreError::Conflict("job_not_running")
+    );
+    assert!(by_external(&store, "o4").await.is_empty());
+}
+conformance!(batches_commit_only_after_the_one_they_follow => import_batch_order_sqlite, import_batch_order_postgres);
