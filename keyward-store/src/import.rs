@@ -9,6 +9,11 @@
 //!
 //! The lookups of a batch are not prepared once and cached: a plan made while the table was
 //! nearly empty (a bulk load starts that way) would scan the whole table for every batch.
+//!
+//! Two batches of a job may be in their transactions at once (PostgreSQL); the job's row is
+//! read unlocked at the start and written last, only if the job's resume point is still the
+//! one the batch follows (`ImportBatch::follows_row`), after waiting for the batch before
+//! it to end (an advisory lock each batch holds for its transaction).
 
 use keyward_core::import::{ImportJob, ImportJobStatus, ImportMode, ImportRowError};
 use keyward_core::store::StoreResult;
@@ -155,7 +160,14 @@ macro_rules! impl_import_store {
         chunk_rows: $chunk_rows:expr,
         // Whether a failed statement aborts the transaction (PostgreSQL), so that each
         // per-row insert needs a savepoint.
-        savepoint_per_row: $savepoint_per_row:expr $(,)?
+        savepoint_per_row: $savepoint_per_row:expr,
+        // Where batches can be written concurrently (PostgreSQL): the statement a batch runs
+        // first, taking a lock named by (job id `$1`, its `last_row` `$2`) until it ends, and
+        // the statement it runs before moving the job's resume point, waiting for the batch
+        // it follows (`$2` = `follows_row`) to end. The database sees the wait, so a
+        // deadlock between two batches is detected and ends one of them.
+        batch_lock: $batch_lock:expr,
+        predecessor_wait: $predecessor_wait:expr $(,)?
     ) => {
         const _: () = {
             use ::async_trait::async_trait;
@@ -739,6 +751,15 @@ macro_rules! impl_import_store {
                     now: OffsetDateTime,
                 ) -> StoreResult<BatchOutcome> {
                     let mut tx = self.begin_write().await?;
+                    let ordered: Option<(&str, &str)> = $batch_lock.zip($predecessor_wait);
+                    if let (Some((claim, _)), Some(_)) = (ordered, batch.follows_row) {
+                        ::sqlx::query(claim)
+                            .bind(job_id)
+                            .bind(signed(batch.last_row))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(internal)?;
+                    }
                     // Not locked here: the job's row is locked by the last statement, so a
                     // batch that follows this one can do its user writes meanwhile.
                     let job: Option<(String, String, bool)> = ::sqlx::query_as(
@@ -783,8 +804,14 @@ macro_rules! impl_import_store {
                         .map_err(internal)?;
                     }
                     let c: &ImportCounts = &outcome.counts;
-                    // On PostgreSQL a batch that reaches this while the one before it holds
-                    // the row waits for it, then sees its committed resume point.
+                    if let (Some((_, wait)), Some(follows)) = (ordered, batch.follows_row) {
+                        ::sqlx::query(wait)
+                            .bind(job_id)
+                            .bind(signed(follows))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(internal)?;
+                    }
                     let moved = ::sqlx::query(
                         "UPDATE import_jobs SET created = created + $2, updated = updated + $3, \
                          unchanged = unchanged + $4, skipped = skipped + $5, failed = failed + $6, \

@@ -73,6 +73,12 @@ impl_import_store! {
     insert_chunk: crate::import::postgres_copy_chunk,
     chunk_rows: 5000,
     savepoint_per_row: true,
+    batch_lock: Some(
+        "SELECT pg_advisory_xact_lock(hashtext($1), CAST($2 % 2147483647 AS INTEGER))"
+    ),
+    predecessor_wait: Some(
+        "SELECT pg_advisory_xact_lock_shared(hashtext($1), CAST($2 % 2147483647 AS INTEGER))"
+    ),
 }
 
 impl_one_time_code_store! {

@@ -91,6 +91,9 @@ impl_import_store! {
     insert_chunk: Self::insert_chunk,
     chunk_rows: 500,
     savepoint_per_row: false,
+    // One writer: a batch's transaction starts after the one before it has ended.
+    batch_lock: None::<&str>,
+    predecessor_wait: None::<&str>,
 }
 
 impl_one_time_code_store! {

@@ -5,8 +5,9 @@
 //! synchronous readers) and handed over in batches through a bounded channel, so memory
 //! stays flat however large the input: the reader waits while the store is busy. Each batch
 //! is one store transaction that also records its row errors and moves the job's resume
-//! point (`ImportStore::apply_import_batch`); a crash loses at most the batch in flight,
-//! and a later look at the job marks it failed once its heartbeat is stale.
+//! point (`ImportStore::apply_import_batch`); a crash loses at most the batches in flight
+//! (two, see `BatchWriter`), which commit in file order, and a later look at the job marks
+//! it failed once its heartbeat is stale.
 
 pub mod api;
 
@@ -249,7 +250,9 @@ impl BatchWriter {
                 self.record(&older_batch, &outcome);
                 Ok(())
             }
-            Err(_) => {
+            Err(e) => {
+                tracing::info!(job = %self.job_id, last_row = older_batch.last_row, error = %e,
+                    "import batch failed beside another; writing it again alone");
                 // The younger batch cannot commit after a failed one: let it give up,
                 // then write both again, alone and in order.
                 let Some(younger) = self.in_flight.take() else {
@@ -278,7 +281,11 @@ impl BatchWriter {
                 Ok(())
             }
             // It may have lost to the batch written beside it, which is settled now.
-            Err(_) if current.beside_another => self.apply_alone(&batch).await,
+            Err(e) if current.beside_another => {
+                tracing::info!(job = %self.job_id, last_row = batch.last_row, error = %e,
+                    "import batch failed beside another; writing it again alone");
+                self.apply_alone(&batch).await
+            }
             Err(e) => Err(e),
         }
     }
