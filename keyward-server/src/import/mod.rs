@@ -255,14 +255,15 @@ impl BatchWriter {
                     "import batch failed beside another; writing it again alone");
                 // The younger batch cannot commit after a failed one: let it give up,
                 // then write both again, alone and in order.
-                let Some(younger) = self.in_flight.take() else {
-                    return Ok(());
+                let younger = match self.in_flight.take() {
+                    Some(younger) => Some(join(younger.task).await?),
+                    None => None,
                 };
-                let (younger_batch, younger_result) = join(younger.task).await?;
                 self.apply_alone(&older_batch).await?;
-                match younger_result {
-                    Ok(outcome) => self.record(&younger_batch, &outcome),
-                    Err(_) => self.apply_alone(&younger_batch).await?,
+                match younger {
+                    Some((batch, Ok(outcome))) => self.record(&batch, &outcome),
+                    Some((batch, Err(_))) => self.apply_alone(&batch).await?,
+                    None => {}
                 }
                 Ok(())
             }
