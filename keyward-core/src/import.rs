@@ -163,22 +163,38 @@ impl ImportBatch {
     /// identities), each tagged with its kind. Two batches that share none of them cannot
     /// match the same user or collide on a unique value, so writing them concurrently
     /// gives what writing them one after the other gives.
-    pub fn unique_keys(&self) -> std::collections::HashSet<String> {
+    ///
+    /// The keys are 64-bit hashes of (kind, value): two equal values always give equal
+    /// keys, and the rare collision of different values only makes the second batch wait.
+    pub fn unique_keys(&self) -> std::collections::HashSet<u64> {
+        use std::hash::{Hash, Hasher};
+        // A fixed-key hasher, so that keys of different batches compare.
+        let key = |kind: u8, value: &str, fold_case: bool| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            kind.hash(&mut hasher);
+            // ASCII without capitals is its own lower case: no allocation for it.
+            if fold_case && (!value.is_ascii() || value.bytes().any(|b| b.is_ascii_uppercase())) {
+                value.to_lowercase().hash(&mut hasher);
+            } else {
+                value.hash(&mut hasher);
+            }
+            hasher.finish()
+        };
         let mut keys = std::collections::HashSet::with_capacity(self.candidates.len() * 6);
         for c in &self.candidates {
             let u = &c.user;
-            keys.insert(format!("i:{}", u.id));
+            keys.insert(key(b'i', &u.id, false));
             if let Some(v) = &u.external_id {
-                keys.insert(format!("x:{}", v));
+                keys.insert(key(b'x', v, false));
             }
             if let Some(v) = &u.primary_email {
-                keys.insert(format!("e:{}", v.to_lowercase()));
+                keys.insert(key(b'e', v, true));
             }
             if let Some(v) = &u.username {
-                keys.insert(format!("u:{}", v.to_lowercase()));
+                keys.insert(key(b'u', v, true));
             }
             if let Some(v) = &u.primary_phone {
-                keys.insert(format!("p:{}", v));
+                keys.insert(key(b'p', v, false));
             }
             if let Some(identities) = u.identities.as_object() {
                 for (provider, identity) in identities {
@@ -186,7 +202,11 @@ impl ImportBatch {
                         .get("user_id")
                         .and_then(|v| v.as_str())
                         .unwrap_or("");
-                    keys.insert(format!("g:{provider}\u{0}{id}"));
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    b'g'.hash(&mut hasher);
+                    provider.hash(&mut hasher);
+                    id.hash(&mut hasher);
+                    keys.insert(hasher.finish());
                 }
             }
         }
@@ -391,5 +411,58 @@ mod tests {
         assert!(!changes[0].to.to_string().contains("$2b$"));
         assert_eq!(merged.password_digest.as_deref(), Some("$2b$10$new"));
         assert_eq!(fp, Some(digest_fingerprint("$2b$10$new")));
+    }
+
+    #[test]
+    fn batches_share_a_key_exactly_when_they_share_a_unique_value() {
+        let batch = |id: &str, email: &str, username: &str, identity: serde_json::Value| {
+            let mut u = user();
+            u.id = id.into();
+            u.primary_email = Some(email.into());
+            u.username = Some(username.into());
+            u.identities = identity;
+            u.external_id = Some(format!("ext-{id}"));
+            ImportBatch {
+                candidates: vec![ImportCandidate {
+                    row: 1,
+                    user: u,
+                    preserved_id: false,
+                }],
+                ..ImportBatch::default()
+            }
+            .unique_keys()
+        };
+        let none = json!({});
+        let first = batch("usr_1", "Ada@Example.com", "ada", none.clone());
+        // Case-folded email (also beyond ASCII) and username match.
+        assert!(!first.is_disjoint(&batch("usr_2", "ada@example.COM", "other", none.clone())));
+        assert!(!first.is_disjoint(&batch("usr_2", "b@example.com", "ADA", none.clone())));
+        assert!(
+            !batch("usr_3", "ÉLODIE@example.com", "e", none.clone()).is_disjoint(&batch(
+                "usr_4",
+                "élodie@example.com",
+                "f",
+                none.clone()
+            ))
+        );
+        assert!(!first.is_disjoint(&batch("usr_1", "c@example.com", "c", none.clone())));
+        assert!(first.is_disjoint(&batch("usr_9", "c@example.com", "c", none.clone())));
+        // The same value under another kind is not shared.
+        assert!(first.is_disjoint(&batch("ada", "d@example.com", "usr_1", none.clone())));
+        let github = |id: &str| json!({"github": {"user_id": id}});
+        assert!(
+            !batch("usr_5", "e@x", "e", github("42")).is_disjoint(&batch(
+                "usr_6",
+                "f@x",
+                "f",
+                github("42")
+            ))
+        );
+        assert!(batch("usr_5", "e@x", "e", github("42")).is_disjoint(&batch(
+            "usr_6",
+            "f@x",
+            "f",
+            github("43")
+        )));
     }
 }

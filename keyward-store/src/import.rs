@@ -908,38 +908,102 @@ macro_rules! impl_import_store {
 
 pub(crate) use impl_import_store;
 
-/// COPY text-format field: `\N` for NULL, backslash escapes for the separators.
-fn copy_field(out: &mut String, value: Option<&str>) {
-    match value {
-        None => out.push_str("\\N"),
-        Some(v) => {
-            for ch in v.chars() {
-                match ch {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
+/// Rows in PostgreSQL's COPY text format (tab-separated fields, `\N` for NULL, backslash
+/// escapes for the separators), encoded straight into one buffer: an import writes a
+/// hundred thousand fields a second, so no field gets a `String` of its own.
+struct CopyRows {
+    buf: Vec<u8>,
+    fields_in_row: usize,
+}
+
+impl CopyRows {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            fields_in_row: 0,
+        }
+    }
+
+    fn start_field(&mut self) {
+        if self.fields_in_row > 0 {
+            self.buf.push(b'\t');
+        }
+        self.fields_in_row += 1;
+    }
+
+    fn text(&mut self, value: Option<&str>) {
+        self.start_field();
+        match value {
+            None => self.buf.extend_from_slice(b"\\N"),
+            Some(v) => escape_copy_text(&mut self.buf, v.as_bytes()),
+        }
+    }
+
+    /// A JSON value, serialized through the escaper (compact JSON has no raw tab or
+    /// newline, but its own backslashes need escaping).
+    fn json(&mut self, value: &serde_json::Value) -> Result<(), sqlx::Error> {
+        self.start_field();
+        serde_json::to_writer(CopyEscaper(&mut self.buf), value)
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+    }
+
+    /// RFC 3339 in UTC, which `timestamptz` input reads.
+    fn timestamp(&mut self, at: Option<OffsetDateTime>) -> Result<(), sqlx::Error> {
+        match at {
+            None => {
+                self.text(None);
+                Ok(())
+            }
+            Some(at) => {
+                self.start_field();
+                utc(at)
+                    .format_into(
+                        &mut self.buf,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map(|_| ())
+                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))
             }
         }
     }
-}
 
-fn copy_row(out: &mut String, fields: &[Option<&str>]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        copy_field(out, *field);
+    fn end_row(&mut self) {
+        self.buf.push(b'\n');
+        self.fields_in_row = 0;
     }
-    out.push('\n');
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    utc(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+/// Appends `bytes` with COPY's text-format escapes; runs without a special byte are copied
+/// whole.
+fn escape_copy_text(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// An `io::Write` that escapes what is written to it for COPY text format.
+struct CopyEscaper<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for CopyEscaper<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        escape_copy_text(self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One chunk of new users and their identities through `COPY … FROM STDIN`: PostgreSQL
@@ -950,48 +1014,42 @@ pub(crate) async fn postgres_copy_chunk(
     chunk: &[&keyward_core::import::ImportCandidate],
 ) -> Result<(), sqlx::Error> {
     use keyward_core::import::digest_fingerprint;
-    let mut users = String::with_capacity(chunk.len() * 512);
-    let mut identities = String::new();
+    let mut users = CopyRows::with_capacity(chunk.len() * 512);
+    let mut identities = CopyRows::with_capacity(chunk.len() * 64);
     for c in chunk {
         let u = &c.user;
-        let profile = u.profile.to_string();
-        let custom = u.custom_data.to_string();
-        let ids = u.identities.to_string();
-        let fingerprint = u.password_digest.as_deref().map(digest_fingerprint);
-        let last = u.last_sign_in_at.map(rfc3339);
-        let created = rfc3339(u.created_at);
-        let updated = rfc3339(u.updated_at);
-        copy_row(
-            &mut users,
-            &[
-                Some(&u.id),
-                u.username.as_deref(),
-                u.primary_email.as_deref(),
-                u.primary_phone.as_deref(),
-                u.name.as_deref(),
-                u.avatar.as_deref(),
-                Some(&profile),
-                Some(&custom),
-                Some(&ids),
-                Some(u.status.as_str()),
-                u.application_id.as_deref(),
-                u.external_id.as_deref(),
-                u.password_digest.as_deref(),
-                u.password_algorithm.as_deref(),
-                last.as_deref(),
-                Some(&created),
-                Some(&updated),
-                u.external_source.as_deref(),
-                fingerprint.as_deref(),
-            ],
+        users.text(Some(&u.id));
+        users.text(u.username.as_deref());
+        users.text(u.primary_email.as_deref());
+        users.text(u.primary_phone.as_deref());
+        users.text(u.name.as_deref());
+        users.text(u.avatar.as_deref());
+        users.json(&u.profile)?;
+        users.json(&u.custom_data)?;
+        users.json(&u.identities)?;
+        users.text(Some(u.status.as_str()));
+        users.text(u.application_id.as_deref());
+        users.text(u.external_id.as_deref());
+        users.text(u.password_digest.as_deref());
+        users.text(u.password_algorithm.as_deref());
+        users.timestamp(u.last_sign_in_at)?;
+        users.timestamp(Some(u.created_at))?;
+        users.timestamp(Some(u.updated_at))?;
+        users.text(u.external_source.as_deref());
+        users.text(
+            u.password_digest
+                .as_deref()
+                .map(digest_fingerprint)
+                .as_deref(),
         );
+        users.end_row();
         for (provider, provider_user_id) in
             keyward_core::validate::identities(&u.identities).unwrap_or_default()
         {
-            copy_row(
-                &mut identities,
-                &[Some(&provider), Some(&provider_user_id), Some(&u.id)],
-            );
+            identities.text(Some(&provider));
+            identities.text(Some(&provider_user_id));
+            identities.text(Some(&u.id));
+            identities.end_row();
         }
     }
     let mut copy = conn
@@ -1002,13 +1060,13 @@ pub(crate) async fn postgres_copy_chunk(
              source_digest_sha256) FROM STDIN",
         )
         .await?;
-    copy.send(users.into_bytes()).await?;
+    copy.send(users.buf).await?;
     copy.finish().await?;
-    if !identities.is_empty() {
+    if !identities.buf.is_empty() {
         let mut copy = conn
             .copy_in_raw("COPY user_identities (provider, provider_user_id, user_id) FROM STDIN")
             .await?;
-        copy.send(identities.into_bytes()).await?;
+        copy.send(identities.buf).await?;
         copy.finish().await?;
     }
     Ok(())
@@ -1016,13 +1074,38 @@ pub(crate) async fn postgres_copy_chunk(
 
 #[cfg(test)]
 mod tests {
-    use super::{conflict_message, copy_row};
+    #![allow(clippy::unwrap_used)]
+    use super::{conflict_message, CopyRows};
 
     #[test]
     fn copy_rows_escape_separators_and_nulls() {
-        let mut out = String::new();
-        copy_row(&mut out, &[Some("a\tb"), None, Some("back\\slash\nnew")]);
-        assert_eq!(out, "a\\tb\t\\N\tback\\\\slash\\nnew\n");
+        let mut rows = CopyRows::with_capacity(0);
+        rows.text(Some("a\tb"));
+        rows.text(None);
+        rows.text(Some("back\\slash\nnew\r"));
+        rows.end_row();
+        rows.text(Some("plain"));
+        rows.json(&serde_json::json!({"k": "tab\there \"q\""}))
+            .unwrap();
+        rows.end_row();
+        assert_eq!(
+            String::from_utf8(rows.buf).unwrap(),
+            "a\\tb\t\\N\tback\\\\slash\\nnew\\r\n\
+             plain\t{\"k\":\"tab\\\\there \\\\\"q\\\\\"\"}\n"
+        );
+    }
+
+    #[test]
+    fn copy_timestamps_are_rfc3339_utc() {
+        let mut rows = CopyRows::with_capacity(0);
+        let at = time::macros::datetime!(2024-05-06 07:08:09.123456 +02:00);
+        rows.timestamp(Some(at)).unwrap();
+        rows.timestamp(None).unwrap();
+        rows.end_row();
+        assert_eq!(
+            String::from_utf8(rows.buf).unwrap(),
+            "2024-05-06T05:08:09.123456Z\t\\N\n"
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ struct BatchWriter {
 type BatchTask = tokio::task::JoinHandle<(ImportBatch, StoreResult<BatchOutcome>)>;
 
 struct InFlight {
-    keys: HashSet<String>,
+    keys: HashSet<u64>,
     task: BatchTask,
     /// Started while the batch before it was still in flight.
     beside_another: bool,
