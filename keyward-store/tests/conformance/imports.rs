@@ -579,3 +579,100 @@ async fn batches_commit_only_after_the_one_they_follow(store: Arc<dyn Store>) {
     assert!(by_external(&store, "o4").await.is_empty());
 }
 conformance!(batches_commit_only_after_the_one_they_follow => import_batch_order_sqlite, import_batch_order_postgres);
+
+/// Runs `statement` on the store's database directly and returns its error, if any.
+async fn raw_statement(backend: &str, url: &str, statement: &str) -> Result<u64, sqlx::Error> {
+    if backend == "sqlite" {
+        let pool = sqlx::SqlitePool::connect(url).await?;
+        let done = sqlx::query(statement).execute(&pool).await;
+        pool.close().await;
+        done.map(|d| d.rows_affected())
+    } else {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let done = sqlx::query(statement).execute(&pool).await;
+        pool.close().await;
+        done.map(|d| d.rows_affected())
+    }
+}
+
+/// The identity index only names existing users and loses a user's rows with the user
+/// (a foreign key on SQLite; statement-level triggers on PostgreSQL, which replaced its
+/// row-by-row foreign key for import speed).
+async fn identity_rows_follow_their_users(store: Arc<dyn Store>, url: String) {
+    let backend = store.backend();
+    let mut a = user(Some("a"), None);
+    a.identities = json!({ "github": { "user_id": "gh-a" }, "google": { "user_id": "g-a" } });
+    store.create_user(&a).await.unwrap();
+    let mut b = user(Some("b"), None);
+    b.identities = json!({ "github": { "user_id": "gh-b" } });
+    store.create_user(&b).await.unwrap();
+
+    let orphan = raw_statement(
+        backend,
+        &url,
+        "INSERT INTO user_identities (provider, provider_user_id, user_id) \
+         VALUES ('github', 'gh-x', 'usr_nobody')",
+    )
+    .await;
+    assert!(
+        orphan.is_err(),
+        "{backend}: an identity of no user was stored"
+    );
+    let moved = raw_statement(
+        backend,
+        &url,
+        "UPDATE user_identities SET user_id = 'usr_nobody' WHERE provider_user_id = 'gh-b'",
+    )
+    .await;
+    assert!(
+        moved.is_err(),
+        "{backend}: an identity was moved to no user"
+    );
+    // A valid write passes the check.
+    let swapped = raw_statement(
+        backend,
+        &url,
+        &format!(
+            "UPDATE user_identities SET user_id = '{}' WHERE provider_user_id = 'gh-b'",
+            b.id
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swapped, 1);
+
+    // Deleted by a statement of its own, so that the schema's rule is what removes the
+    // identities, not the store's code.
+    let deleted = raw_statement(
+        backend,
+        &url,
+        &format!("DELETE FROM users WHERE id = '{}'", a.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, 1);
+    let left = raw_statement(
+        backend,
+        &url,
+        &format!("DELETE FROM user_identities WHERE user_id = '{}'", a.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "{backend}: the deleted user's identities stayed");
+    assert!(store
+        .find_user_by_identity("github", "gh-a")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .find_user_by_identity("github", "gh-b")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        b.id
+    );
+}
+conformance!(with_url identity_rows_follow_their_users
+    => identity_rows_sqlite, identity_rows_postgres);
