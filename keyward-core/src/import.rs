@@ -155,6 +155,11 @@ pub struct ImportBatch {
     /// that two batches written concurrently still commit in file order and a batch never
     /// commits after the one before it failed (`Conflict("import_batch_out_of_order")`).
     pub follows_row: Option<u64>,
+    /// A hint that no candidate matches a stored user (the job's batches so far created
+    /// every row they carried): the store may insert them without looking for matches
+    /// first, and looks after all when any insert conflicts. The outcome never depends on
+    /// it, only the number of statements.
+    pub expect_new: bool,
 }
 
 impl ImportBatch {

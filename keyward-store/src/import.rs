@@ -316,6 +316,30 @@ macro_rules! impl_import_store {
                         .collect())
                 }
 
+                /// Inserts every candidate as a new user, or none of them: a uniqueness
+                /// conflict anywhere (a row that matches a stored user, or clashes with
+                /// one) undoes them all and answers `false`, for the caller to look for
+                /// matches instead. Had there been any match, some insert would have
+                /// conflicted: so `true` is exactly what the lookup path would have done.
+                async fn insert_all_or_none(
+                    conn: &mut Conn,
+                    candidates: &[&ImportCandidate],
+                ) -> StoreResult<bool> {
+                    let mut savepoint = conn.begin().await.map_err(internal)?;
+                    for chunk in candidates.chunks($chunk_rows) {
+                        match $insert_chunk(&mut *savepoint, chunk).await {
+                            Ok(()) => {}
+                            Err(e) if conflict_code(&e).is_some() => {
+                                savepoint.rollback().await.map_err(internal)?;
+                                return Ok(false);
+                            }
+                            Err(e) => return Err(internal(e)),
+                        }
+                    }
+                    savepoint.commit().await.map_err(internal)?;
+                    Ok(true)
+                }
+
                 /// Inserts the new users, and their identities, in chunks under a
                 /// savepoint each. A chunk that breaks a uniqueness rule is rolled back
                 /// and split in two, down to single rows, which are left for the per-row
@@ -615,6 +639,13 @@ macro_rules! impl_import_store {
                     batch: &ImportBatch,
                 ) -> StoreResult<BatchOutcome> {
                     let mut outcome = BatchOutcome::default();
+                    if batch.expect_new && !batch.candidates.is_empty() {
+                        let all: Vec<&ImportCandidate> = batch.candidates.iter().collect();
+                        if Self::insert_all_or_none(conn, &all).await? {
+                            outcome.counts.created = all.len() as u64;
+                            return Ok(outcome);
+                        }
+                    }
                     let matches = Self::match_candidates(&mut *conn, &batch.candidates, true).await?;
                     let mut fresh: Vec<&ImportCandidate> = Vec::new();
                     let fail = |outcome: &mut BatchOutcome, c: &ImportCandidate, code: &str| {

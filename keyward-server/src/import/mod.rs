@@ -110,6 +110,7 @@ where
         resume_point: 0,
         in_flight: None,
         progress,
+        expect_new: true,
     };
     let mut store_error = None;
     loop {
@@ -184,6 +185,10 @@ struct BatchWriter {
     resume_point: u64,
     in_flight: Option<InFlight>,
     progress: Option<watch::Sender<Progress>>,
+    /// Whether the batches settled so far created every row they carried: then the next
+    /// is written without looking for stored matches first (`ImportBatch::expect_new`).
+    /// A re-run or a sync turns it off at its first batch.
+    expect_new: bool,
 }
 
 type BatchTask = tokio::task::JoinHandle<(ImportBatch, StoreResult<BatchOutcome>)>;
@@ -217,6 +222,7 @@ impl BatchWriter {
     }
 
     fn record(&mut self, batch: &ImportBatch, outcome: &BatchOutcome) {
+        self.expect_new = outcome.counts.created == batch.candidates.len() as u64;
         self.total.rows = self.total.rows.max(batch.last_row);
         self.total.counts.add(&outcome.counts);
         if let Some(progress) = &self.progress {
@@ -227,6 +233,7 @@ impl BatchWriter {
     /// Starts writing `batch` and returns once at most one batch is in flight.
     async fn submit(&mut self, mut batch: ImportBatch) -> StoreResult<()> {
         batch.follows_row = Some(self.resume_point);
+        batch.expect_new = self.expect_new;
         self.resume_point = self.resume_point.max(batch.last_row);
         let keys = batch.unique_keys();
         if self

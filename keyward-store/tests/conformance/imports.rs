@@ -60,6 +60,7 @@ fn batch(candidates: Vec<ImportCandidate>, errors: Vec<ImportRowError>) -> Impor
         errors,
         last_row,
         follows_row: None,
+        expect_new: false,
     }
 }
 
@@ -676,3 +677,90 @@ async fn identity_rows_follow_their_users(store: Arc<dyn Store>, url: String) {
 }
 conformance!(with_url identity_rows_follow_their_users
     => identity_rows_sqlite, identity_rows_postgres);
+
+/// `expect_new` only changes how the store writes a batch: with rows that match stored
+/// users or clash with them, the outcome is what the lookup path gives.
+async fn expect_new_is_only_a_hint(store: Arc<dyn Store>) {
+    let local = user(Some("taken"), Some("taken@example.com"));
+    store.create_user(&local).await.unwrap();
+    let hinted = |candidates| ImportBatch {
+        expect_new: true,
+        ..batch(candidates, vec![])
+    };
+    store
+        .create_import_job(&job("imp_h1", ImportMode::Create, false))
+        .await
+        .unwrap();
+    // All new: inserted without a lookup.
+    let first = store
+        .apply_import_batch(
+            "imp_h1",
+            &hinted(vec![
+                imported(1, "1", "ada@example.com"),
+                imported(2, "2", "bob@example.com"),
+            ]),
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.counts.created, 2);
+    // A re-run row, a clash with a local user and a new row.
+    let second = store
+        .apply_import_batch(
+            "imp_h1",
+            &hinted(vec![
+                imported(3, "1", "ada@example.com"),
+                imported(4, "4", "TAKEN@example.com"),
+                imported(5, "5", "cy@example.com"),
+            ]),
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second.counts,
+        ImportCounts {
+            created: 1,
+            skipped: 1,
+            failed: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(second.errors.len(), 1);
+    assert_eq!(
+        (second.errors[0].row, second.errors[0].code.as_str()),
+        (4, "email_taken")
+    );
+    assert_eq!(by_external(&store, "1").await.len(), 1);
+    assert_eq!(by_external(&store, "5").await.len(), 1);
+    assert!(by_external(&store, "4").await.is_empty());
+
+    // Upsert with the hint: a changed row is updated, an identical one left alone.
+    store
+        .create_import_job(&job("imp_h2", ImportMode::Upsert, false))
+        .await
+        .unwrap();
+    let mut renamed = imported(1, "1", "ada@example.com");
+    renamed.user.name = Some("Ada L.".into());
+    let third = store
+        .apply_import_batch(
+            "imp_h2",
+            &hinted(vec![renamed, imported(2, "2", "bob@example.com")]),
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        third.counts,
+        ImportCounts {
+            updated: 1,
+            unchanged: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        by_external(&store, "1").await[0].name.as_deref(),
+        Some("Ada L.")
+    );
+}
+conformance!(expect_new_is_only_a_hint => import_hint_sqlite, import_hint_postgres);
