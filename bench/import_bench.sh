@@ -73,6 +73,8 @@ for store in "${WANT[@]}"; do
     postgres)
       db=kw_bench_import_$$
       psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $db" >/dev/null
+      # Start from a clean cluster: no dirty pages of an earlier run still being written.
+      psql "$PG_ADMIN_URL" -qc "CHECKPOINT" >/dev/null
       run postgres "${PG_ADMIN_URL%/*}/$db"
       [ "${KEEP:-0}" = 1 ] || psql "$PG_ADMIN_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
       ;;

@@ -161,6 +161,8 @@ macro_rules! impl_import_store {
         // Whether a failed statement aborts the transaction (PostgreSQL), so that each
         // per-row insert needs a savepoint.
         savepoint_per_row: $savepoint_per_row:expr,
+        // A statement each batch's transaction runs first (settings for its duration).
+        batch_setup: $batch_setup:expr,
         // Where batches can be written concurrently (PostgreSQL): the statement a batch runs
         // first, taking a lock named by (job id `$1`, its `last_row` `$2`) until it ends, and
         // the statement it runs before moving the job's resume point, waiting for the batch
@@ -782,6 +784,10 @@ macro_rules! impl_import_store {
                     now: OffsetDateTime,
                 ) -> StoreResult<BatchOutcome> {
                     let mut tx = self.begin_write().await?;
+                    let setup: Option<&str> = $batch_setup;
+                    if let Some(setup) = setup {
+                        ::sqlx::query(setup).execute(&mut *tx).await.map_err(internal)?;
+                    }
                     let ordered: Option<(&str, &str)> = $batch_lock.zip($predecessor_wait);
                     if let (Some((claim, _)), Some(_)) = (ordered, batch.follows_row) {
                         ::sqlx::query(claim)

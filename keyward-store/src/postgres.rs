@@ -73,6 +73,11 @@ impl_import_store! {
     insert_chunk: crate::import::postgres_copy_chunk,
     chunk_rows: 5000,
     savepoint_per_row: true,
+    // A batch's commit does not wait for its WAL to reach the disk: a crash of the
+    // database loses at most the last moments of batches, whole and with the job's resume
+    // point (both are in the same transaction), never a part of one. The job's final
+    // status is committed normally, which flushes every batch before it.
+    batch_setup: Some("SET LOCAL synchronous_commit = off"),
     batch_lock: Some(
         "SELECT pg_advisory_xact_lock(hashtext($1), CAST($2 % 2147483647 AS INTEGER))"
     ),

@@ -92,6 +92,7 @@ impl_import_store! {
     chunk_rows: 500,
     savepoint_per_row: false,
     // One writer: a batch's transaction starts after the one before it has ended.
+    batch_setup: None,
     batch_lock: None::<&str>,
     predecessor_wait: None::<&str>,
 }
