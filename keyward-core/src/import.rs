@@ -171,7 +171,7 @@ impl ImportBatch {
     ///
     /// The keys are 64-bit hashes of (kind, value): two equal values always give equal
     /// keys, and the rare collision of different values only makes the second batch wait.
-    pub fn unique_keys(&self) -> std::collections::HashSet<u64> {
+    pub fn unique_keys(&self) -> UniqueKeys {
         use std::hash::{Hash, Hasher};
         // A fixed-key hasher, so that keys of different batches compare.
         let key = |kind: u8, value: &str, fold_case: bool| {
@@ -185,7 +185,8 @@ impl ImportBatch {
             }
             hasher.finish()
         };
-        let mut keys = std::collections::HashSet::with_capacity(self.candidates.len() * 6);
+        let mut keys =
+            UniqueKeys::with_capacity_and_hasher(self.candidates.len() * 6, Default::default());
         for c in &self.candidates {
             let u = &c.user;
             keys.insert(key(b'i', &u.id, false));
@@ -216,6 +217,31 @@ impl ImportBatch {
             }
         }
         keys
+    }
+}
+
+/// A batch's unique keys (`ImportBatch::unique_keys`): already hashes, so the set uses
+/// them as they are instead of hashing them again.
+pub type UniqueKeys = std::collections::HashSet<u64, std::hash::BuildHasherDefault<PrehashedKey>>;
+
+/// The `Hasher` of a set of 64-bit hashes: the value is its own hash.
+#[derive(Default)]
+pub struct PrehashedKey(u64);
+
+impl std::hash::Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys reach here through `write_u64`; anything else is still hashed.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 

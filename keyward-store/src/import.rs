@@ -951,6 +951,8 @@ pub(crate) use impl_import_store;
 struct CopyRows {
     buf: Vec<u8>,
     fields_in_row: usize,
+    /// Reused for JSON values, which are escaped once whole rather than token by token.
+    scratch: Vec<u8>,
 }
 
 impl CopyRows {
@@ -958,6 +960,7 @@ impl CopyRows {
         Self {
             buf: Vec::with_capacity(bytes),
             fields_in_row: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -976,12 +979,15 @@ impl CopyRows {
         }
     }
 
-    /// A JSON value, serialized through the escaper (compact JSON has no raw tab or
-    /// newline, but its own backslashes need escaping).
+    /// A JSON value (compact JSON has no raw tab or newline, but its own backslashes need
+    /// escaping).
     fn json(&mut self, value: &serde_json::Value) -> Result<(), sqlx::Error> {
         self.start_field();
-        serde_json::to_writer(CopyEscaper(&mut self.buf), value)
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, value)
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        escape_copy_text(&mut self.buf, &self.scratch);
+        Ok(())
     }
 
     /// RFC 3339 in UTC, which `timestamptz` input reads.
@@ -1034,20 +1040,6 @@ fn escape_copy_text(out: &mut Vec<u8>, bytes: &[u8]) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-}
-
-/// An `io::Write` that escapes what is written to it for COPY text format.
-struct CopyEscaper<'a>(&'a mut Vec<u8>);
-
-impl std::io::Write for CopyEscaper<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        escape_copy_text(self.0, buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// One chunk of new users and their identities through `COPY … FROM STDIN`: PostgreSQL

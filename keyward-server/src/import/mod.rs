@@ -11,7 +11,6 @@
 
 pub mod api;
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,7 +193,7 @@ struct BatchWriter {
 type BatchTask = tokio::task::JoinHandle<(ImportBatch, StoreResult<BatchOutcome>)>;
 
 struct InFlight {
-    keys: HashSet<u64>,
+    keys: keyward_core::import::UniqueKeys,
     task: BatchTask,
     /// Started while the batch before it was still in flight.
     beside_another: bool,
